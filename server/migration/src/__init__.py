@@ -1,0 +1,1 @@
+"""The application's migrations: one module each, registered in order in ``lib.py``."""

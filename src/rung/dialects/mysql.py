@@ -1,0 +1,82 @@
+"""MySQL and MariaDB: DDL commits at once, so each migration commits on its own and a
+failure part-way is recorded as failed. The lock is ``GET_LOCK``, which is server-wide:
+its name includes the database and the tracking table."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from rung.dialects.base import checked_database_name
+from rung.errors import LockTimeout
+from rung.plan import Statement
+
+# Statements after which MySQL/MariaDB commit implicitly (the DDL family and friends).
+_IMPLICIT_COMMIT = re.compile(
+    r"\s*(CREATE|ALTER|DROP|RENAME|TRUNCATE|GRANT|REVOKE|LOCK|UNLOCK|ANALYZE|OPTIMIZE|REPAIR)\b",
+    re.IGNORECASE,
+)
+
+_HOLDER = sa.text(
+    "SELECT ID, USER, HOST, DB, TIME FROM information_schema.PROCESSLIST "
+    "WHERE ID = IS_USED_LOCK(:n)"
+)
+
+
+class MySQL:
+    name = "mysql"
+    transactional_ddl = False
+
+    async def lock(self, conn: AsyncConnection, key: str, timeout: float) -> None:
+        got = await conn.scalar(sa.text("SELECT GET_LOCK(:n, :t)"), {"n": key, "t": timeout})
+        if got != 1:
+            row = (await conn.execute(_HOLDER, {"n": key})).first()
+            await conn.rollback()
+            holder = (
+                f"held by connection {row[0]}, user {row[1]}@{row[2]}, database {row[3]}, "
+                f"for {row[4]} s"
+                if row
+                else ""
+            )
+            raise LockTimeout(
+                f"another rung run held the migration lock for more than {timeout:g} s"
+                f"{holder and f' ({holder})'}; wait for it to finish or raise --lock-timeout",
+                holder=holder or None,
+            )
+        await conn.commit()
+
+    async def unlock(self, conn: AsyncConnection, key: str) -> None:
+        await conn.rollback()
+        await conn.execute(sa.text("SELECT RELEASE_LOCK(:n)"), {"n": key})
+        await conn.commit()
+
+    async def begin(self, conn: AsyncConnection) -> None:
+        pass
+
+    def kept_after_failure(
+        self, statements: Sequence[Statement], in_transaction: bool
+    ) -> list[Statement]:
+        if not in_transaction:
+            return list(statements)
+        last_commit = max(
+            (i for i, s in enumerate(statements) if _IMPLICIT_COMMIT.match(s.sql)), default=-1
+        )
+        return list(statements[: last_commit + 1])
+
+    async def create_database(self, url: sa.URL) -> None:
+        await _admin(url, f"CREATE DATABASE `{checked_database_name(url)}`")
+
+    async def drop_database(self, url: sa.URL) -> None:
+        await _admin(url, f"DROP DATABASE IF EXISTS `{checked_database_name(url)}`")
+
+
+async def _admin(url: sa.URL, statement: str) -> None:
+    engine = create_async_engine(url.set(database=""), isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text(statement))
+    finally:
+        await engine.dispose()

@@ -1,0 +1,118 @@
+"""Every error rung raises, each carrying its data and a message that says what to do next.
+
+    RungError                       exit 1 unless stated
+    ├── UsageError                  exit 2: arguments that cannot work (-n 0, --to and --all)
+    ├── ConfigError                 exit 2: bad URL, missing driver, migrator that does not import
+    │   └── DatabaseUnreachable     exit 2: no connection within the timeout
+    ├── RegistryError               the registry itself is wrong (bad or duplicate names, ...)
+    ├── HistoryError                the tracking table is not one rung can read or write
+    ├── LockTimeout                 another run held the lock for longer than the timeout
+    ├── PlanRefused                 the history and the registry disagree; nothing ran
+    │   ├── UnknownTarget           exit 2: --to names no registered migration
+    │   ├── ChecksumMismatch        an applied migration's code changed
+    │   ├── NeedsRepair             a migration failed or was interrupted part-way earlier
+    │   ├── UnknownApplied          applied migrations that the registry does not know
+    │   ├── OutOfOrder              pending migrations older than applied ones
+    │   └── Irreversible            a downgrade would cross a migration without down
+    ├── MigrationFailed             a migration's own code raised; says what was kept
+    └── SchemaError                 verify found a down that does not undo its up, or drift
+
+The CLI is the one place where these become ``rung: error: ...`` and an exit code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class RungError(Exception):
+    """Base of every rung error: ``str(err)`` is one line that names the problem and the fix."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(RungError):
+    exit_code = 2
+
+
+class ConfigError(RungError):
+    exit_code = 2
+
+
+class DatabaseUnreachable(ConfigError):
+    pass
+
+
+class RegistryError(RungError):
+    def __init__(self, message: str, *, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems) or (message,)
+
+
+class HistoryError(RungError):
+    pass
+
+
+class LockTimeout(RungError):
+    def __init__(self, message: str, *, holder: str | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class PlanRefused(RungError):
+    def __init__(self, message: str, *, names: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.names = tuple(names)
+
+
+class UnknownTarget(PlanRefused):
+    exit_code = 2
+
+
+class ChecksumMismatch(PlanRefused):
+    pass
+
+
+class NeedsRepair(PlanRefused):
+    pass
+
+
+class UnknownApplied(PlanRefused):
+    pass
+
+
+class OutOfOrder(PlanRefused):
+    pass
+
+
+class Irreversible(PlanRefused):
+    pass
+
+
+class MigrationFailed(RungError):
+    """A migration raised. ``committed`` lists statements the database kept despite the failure."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str,
+        direction: str,
+        cause: BaseException,
+        committed: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.name = name
+        self.direction = direction
+        self.cause = cause
+        self.committed = tuple(committed)
+
+
+class SchemaError(RungError):
+    def __init__(self, message: str, *, differences: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.differences = tuple(differences)

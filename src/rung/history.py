@@ -1,0 +1,176 @@
+"""The tracking table, defined once as SQLAlchemy Core tables: no SQL strings per dialect.
+
+``<table>`` holds one row per applied (or failed, or interrupted) migration with its
+checksum, timing and journal. ``<table>_meta`` holds the table format version, so the
+layout can evolve, and the schema snapshot the last run left behind (for ``drift``).
+Reading never writes: on a database rung has never touched, the history is empty.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rung.errors import HistoryError, UsageError
+from rung.plan import Record, Statement
+
+FORMAT_VERSION = 1
+DEFAULT_TABLE = "rung_migrations"
+MAX_SQL_CHARS = 20_000  # per journaled statement; a bulk INSERT is kept in part, and says so
+
+_LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+_Moment = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
+class History:
+    """The tracking table named ``table`` (quoted as needed) and its meta table."""
+
+    def __init__(self, table: str = DEFAULT_TABLE) -> None:
+        if not table or len(table) > 58 or "\x00" in table or table != table.strip():
+            raise UsageError(
+                f"tracking table name {table!r} must be 1 to 58 characters without NUL or "
+                "leading/trailing spaces; pass another --table"
+            )
+        self.name = table
+        metadata = sa.MetaData()
+        self.table = sa.Table(
+            table,
+            metadata,
+            sa.Column("name", sa.String(255), primary_key=True),
+            sa.Column("checksum", sa.String(64), nullable=False),
+            sa.Column("state", sa.String(16), nullable=False),
+            sa.Column("direction", sa.String(4), nullable=False),
+            sa.Column("applied_at", _Moment, nullable=False),
+            sa.Column("duration_ms", sa.Float, nullable=False),
+            sa.Column("error", _LongText),
+            sa.Column("journal", _LongText),
+        )
+        self.meta = sa.Table(
+            f"{table}_meta",
+            metadata,
+            sa.Column("key", sa.String(64), primary_key=True),
+            sa.Column("value", _LongText, nullable=False),
+        )
+        self._select = sa.select(self.table)
+
+    async def read(self, conn: AsyncConnection) -> list[Record]:
+        """Every row, or [] where the table does not exist yet. Never writes."""
+        try:
+            rows = (await conn.execute(self._select)).all()
+        except sa.exc.DBAPIError as exc:
+            await conn.rollback()
+            if not await conn.run_sync(lambda c: sa.inspect(c).has_table(self.name)):
+                return []
+            raise HistoryError(
+                f"table {self.name!r} exists but is not a rung history ({_first_line(exc)}); "
+                "rename that table or give rung another one with --table"
+            ) from exc
+        return [_record(row) for row in rows]
+
+    async def ensure(self, conn: AsyncConnection) -> None:
+        """Create the tables on first write; refuse a format this rung does not know."""
+        exists = await conn.run_sync(lambda c: sa.inspect(c).has_table(self.name))
+        if not exists:
+            await conn.run_sync(self.table.metadata.create_all)
+            await conn.execute(self.meta.insert().values(key="format", value=str(FORMAT_VERSION)))
+            return
+        found = await self.get_meta(conn, "format")
+        if found is None or not found.isdigit():
+            raise HistoryError(
+                f"table {self.name!r} has no rung format marker in {self.meta.name!r}; "
+                "it was not made by rung: give rung another table with --table"
+            )
+        if int(found) > FORMAT_VERSION:
+            raise HistoryError(
+                f"table {self.name!r} has format {found}, newer than this rung knows "
+                f"({FORMAT_VERSION}); upgrade rung"
+            )
+
+    async def get_meta(self, conn: AsyncConnection, key: str) -> str | None:
+        try:
+            query = sa.select(self.meta.c.value).where(self.meta.c.key == key)
+            return (await conn.execute(query)).scalar_one_or_none()
+        except sa.exc.DBAPIError:
+            return None
+
+    async def set_meta(self, conn: AsyncConnection, key: str, value: str) -> None:
+        await conn.execute(self.meta.delete().where(self.meta.c.key == key))
+        await conn.execute(self.meta.insert().values(key=key, value=value))
+
+    async def write(
+        self,
+        conn: AsyncConnection,
+        name: str,
+        checksum: str,
+        *,
+        state: str,
+        direction: str = "up",
+        duration_ms: float = 0.0,
+        error: str | None = None,
+        statements: Sequence[Statement] = (),
+    ) -> None:
+        """Insert or replace the row of ``name``."""
+        await self.remove(conn, name)
+        await conn.execute(
+            self.table.insert().values(
+                name=name,
+                checksum=checksum,
+                state=state,
+                direction=direction,
+                applied_at=datetime.now(timezone.utc).replace(tzinfo=None),
+                duration_ms=round(duration_ms, 3),
+                error=error,
+                journal=_journal(statements),
+            )
+        )
+
+    async def accept(self, conn: AsyncConnection, name: str, checksum: str) -> None:
+        """Mark ``name`` applied with ``checksum``, keeping its timing and journal if recorded."""
+        row = self.table.c.name == name
+        if await conn.scalar(sa.select(sa.func.count()).where(row)):
+            update = self.table.update().where(row)
+            await conn.execute(update.values(checksum=checksum, state="applied", direction="up"))
+        else:
+            await self.write(conn, name, checksum, state="applied")
+
+    async def remove(self, conn: AsyncConnection, name: str) -> None:
+        await conn.execute(self.table.delete().where(self.table.c.name == name))
+
+
+def _journal(statements: Sequence[Statement]) -> str | None:
+    if not statements:
+        return None
+    return json.dumps(
+        [{"sql": s.sql[:MAX_SQL_CHARS], "params": s.params, "ms": s.duration_ms} for s in statements]
+    )
+
+
+def _record(row: sa.Row[tuple[object, ...]]) -> Record:
+    m = row._mapping
+    statements = tuple(
+        Statement(item["sql"], item.get("params"), item["ms"])
+        for item in json.loads(m["journal"] or "[]")
+    )
+    applied_at = m["applied_at"]
+    if isinstance(applied_at, datetime) and applied_at.tzinfo is None:
+        applied_at = applied_at.replace(tzinfo=timezone.utc)
+    return Record(
+        name=m["name"],
+        checksum=m["checksum"],
+        state=m["state"],
+        applied_at=applied_at,
+        duration_ms=m["duration_ms"],
+        direction=m["direction"],
+        error=m["error"],
+        statements=statements,
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", exc)) or type(exc).__name__
+    return text.strip().splitlines()[0][:200]

@@ -1,0 +1,339 @@
+"""The planner: (registry, history, request) -> a plan, or a precise refusal. No I/O.
+
+Every decision about what runs lives here: which migrations are pending, what a
+downgrade reverses, which histories are refused and why, how migrations are grouped into
+transactions, and what ``repair`` and ``baseline`` change. The runner only executes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from rung.errors import (
+    ChecksumMismatch,
+    Irreversible,
+    NeedsRepair,
+    OutOfOrder,
+    UnknownApplied,
+    UnknownTarget,
+    UsageError,
+)
+from rung.migration import Migration
+
+
+class Direction(str, enum.Enum):
+    UP = "up"
+    DOWN = "down"
+
+
+class State(str, enum.Enum):
+    APPLIED = "applied"
+    PENDING = "pending"
+    MODIFIED = "modified"  # applied, but its code changed since
+    FAILED = "failed"  # failed part-way where the database could not roll back
+    RUNNING = "running"  # started where the database cannot roll back, never finished
+    UNKNOWN = "unknown"  # in the history, not in the registry
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One SQL statement a migration executed, as the journal keeps it."""
+
+    sql: str
+    params: str | None
+    duration_ms: float
+
+
+@dataclass(frozen=True)
+class Record:
+    """One row of the tracking table."""
+
+    name: str
+    checksum: str
+    state: str  # "applied", "failed" or "running"
+    applied_at: datetime | None = None
+    duration_ms: float | None = None
+    direction: str = "up"  # of the run that failed or was interrupted
+    error: str | None = None
+    statements: tuple[Statement, ...] = ()
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    """What ``status`` reports for one migration."""
+
+    name: str
+    state: State
+    applied_at: datetime | None = None
+    duration_ms: float | None = None
+    checksum: str | None = None  # of the code; None for unknown entries
+    recorded_checksum: str | None = None
+    error: str | None = None
+    statements: tuple[Statement, ...] = ()
+
+
+@dataclass(frozen=True)
+class Request:
+    direction: Direction
+    steps: int | None = None  # None: as many as there are
+    to: str | None = None  # up: up to and including it; down: down to it, keeping it applied
+    out_of_order: bool = False
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Migrations run together. ``in_transaction``: inside BEGIN/COMMIT. ``atomic``: the
+    database can roll the whole batch back (transactional DDL), so no failed state is needed."""
+
+    direction: Direction
+    migrations: tuple[Migration, ...]
+    in_transaction: bool
+    atomic: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    batches: tuple[Batch, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def migrations(self) -> tuple[Migration, ...]:
+        return tuple(m for b in self.batches for m in b.migrations)
+
+
+def plan(
+    migrations: Sequence[Migration],
+    history: Sequence[Record],
+    request: Request,
+    *,
+    transactional_ddl: bool,
+    per_migration: bool = False,
+) -> Plan:
+    """What to run for ``request``, grouped into batches; raises a ``PlanRefused`` subclass."""
+    if request.steps is not None and request.steps < 1:
+        raise UsageError(f"steps must be a positive number, not {request.steps}; use -n 1 or more")
+    index = {m.name: i for i, m in enumerate(migrations)}
+    if request.to is not None and request.to not in index:
+        raise UnknownTarget(
+            f"--to {request.to} names no registered migration; run 'rung status' for the names",
+            names=[request.to],
+        )
+    warnings = check_history(migrations, history)
+    applied = {r.name for r in history}
+    if request.direction is Direction.UP:
+        chosen = _pending(migrations, applied, index, request)
+    else:
+        chosen = _to_reverse(migrations, history, applied, index, request)
+    return Plan(_batches(request.direction, chosen, transactional_ddl, per_migration), warnings)
+
+
+def check_history(migrations: Sequence[Migration], history: Sequence[Record]) -> tuple[str, ...]:
+    """Refuse histories a run must not touch; return warnings for the ones it may."""
+    broken = [r for r in history if r.state != "applied"]
+    if broken:
+        raise NeedsRepair(_needs_repair(broken[0]), names=[r.name for r in broken])
+    registered = {m.name: m for m in migrations}
+    newest = max(registered, default="")
+    unknown = [r.name for r in history if r.name not in registered]
+    interleaved = [n for n in unknown if n <= newest]
+    if interleaved:
+        raise UnknownApplied(
+            f"migration {interleaved[0]} is recorded as applied but is not in the registry"
+            f"{_more(interleaved)}; restore its module and register it, or run "
+            f"'rung repair {interleaved[0]} --not-applied' once its changes are undone",
+            names=interleaved,
+        )
+    modified = [
+        r.name for r in history if r.name in registered and registered[r.name].checksum != r.checksum
+    ]
+    if modified:
+        raise ChecksumMismatch(
+            f"migration {modified[0]} was changed after it was applied{_more(modified)}; "
+            f"restore its code, or accept the change with 'rung repair {modified[0]}'",
+            names=modified,
+        )
+    future = [n for n in unknown if n > newest]
+    if future:
+        return (
+            f"{len(future)} applied migration(s) newer than this registry ({future[-1]}): "
+            "a newer release applied them; going on",
+        )
+    return ()
+
+
+def _needs_repair(record: Record) -> str:
+    how = "failed part-way" if record.state == "failed" else "was interrupted part-way"
+    kept = f"; it had run {len(record.statements)} statement(s)" if record.statements else ""
+    return (
+        f"migration {record.name} {how} ({record.direction}){kept} and the database may hold "
+        f"part of it; inspect the schema ('rung show {record.name}'), then run "
+        f"'rung repair {record.name} --applied' or '--not-applied'"
+    )
+
+
+def _more(names: Sequence[str]) -> str:
+    return f" (and {len(names) - 1} more)" if len(names) > 1 else ""
+
+
+def _pending(
+    migrations: Sequence[Migration], applied: set[str], index: dict[str, int], request: Request
+) -> list[Migration]:
+    pending = [m for m in migrations if m.name not in applied]
+    if request.to is not None:
+        pending = [m for m in pending if index[m.name] <= index[request.to]]
+    last_applied = max((index[n] for n in applied if n in index), default=-1)
+    late = [m.name for m in pending if index[m.name] < last_applied]
+    if late and not request.out_of_order:
+        raise OutOfOrder(
+            f"migration {late[0]} is pending but older than applied migration "
+            f"{migrations[last_applied].name}{_more(late)}; apply it anyway with --out-of-order "
+            "(out_of_order=True), or give it a newer name",
+            names=late,
+        )
+    return pending[: request.steps]
+
+
+def _to_reverse(
+    migrations: Sequence[Migration],
+    history: Sequence[Record],
+    applied: set[str],
+    index: dict[str, int],
+    request: Request,
+) -> list[Migration]:
+    future = [r.name for r in history if r.name not in index]
+    if future:
+        raise UnknownApplied(
+            f"migration {future[-1]} was applied by a newer release and this registry cannot "
+            "reverse it; downgrade with the release that has it",
+            names=future,
+        )
+    chosen = [m for m in reversed(migrations) if m.name in applied]
+    if request.to is not None:
+        chosen = [m for m in chosen if index[m.name] > index[request.to]]
+    chosen = chosen[: request.steps]
+    irreversible = [m.name for m in chosen if m.down is None]
+    if irreversible:
+        raise Irreversible(
+            f"migration {irreversible[0]} has no down, so this downgrade would cross an "
+            f"irreversible step{_more(irreversible)}; downgrade to a later migration "
+            f"(--to {irreversible[0]}) or write its down",
+            names=irreversible,
+        )
+    return chosen
+
+
+def _batches(
+    direction: Direction,
+    chosen: Sequence[Migration],
+    transactional_ddl: bool,
+    per_migration: bool,
+) -> tuple[Batch, ...]:
+    """Group consecutive migrations the database can roll back together into one batch;
+    everything else (non-transactional, MySQL, per-migration mode) runs alone."""
+    batches: list[Batch] = []
+    group: list[Migration] = []
+    for m in chosen:
+        atomic = transactional_ddl and m.transactional
+        if atomic and not per_migration:
+            group.append(m)
+            continue
+        if group:
+            batches.append(Batch(direction, tuple(group), in_transaction=True, atomic=True))
+            group = []
+        batches.append(Batch(direction, (m,), in_transaction=m.transactional, atomic=atomic))
+    if group:
+        batches.append(Batch(direction, tuple(group), in_transaction=True, atomic=True))
+    return tuple(batches)
+
+
+def states(migrations: Sequence[Migration], history: Sequence[Record]) -> list[MigrationState]:
+    """Every registered migration's state in registry order, then unknown history entries."""
+    records = {r.name: r for r in history}
+    result = []
+    for m in migrations:
+        r = records.pop(m.name, None)
+        if r is None:
+            result.append(MigrationState(m.name, State.PENDING, checksum=m.checksum))
+            continue
+        if r.state != "applied":
+            state = State.FAILED if r.state == "failed" else State.RUNNING
+        else:
+            state = State.MODIFIED if r.checksum != m.checksum else State.APPLIED
+        result.append(_from_record(r, state, m.checksum))
+    result.extend(_from_record(r, State.UNKNOWN, None) for r in history if r.name in records)
+    return result
+
+
+def _from_record(r: Record, state: State, checksum: str | None) -> MigrationState:
+    return MigrationState(
+        r.name, state, r.applied_at, r.duration_ms, checksum, r.checksum, r.error, r.statements
+    )
+
+
+class Resolution(str, enum.Enum):
+    ACCEPT_CHECKSUM = "accept the changed checksum"
+    MARK_APPLIED = "mark as applied"
+    MARK_NOT_APPLIED = "mark as not applied"
+
+
+@dataclass(frozen=True)
+class Repair:
+    name: str
+    resolution: Resolution
+    checksum: str | None  # the checksum to record, for ACCEPT_CHECKSUM and MARK_APPLIED
+
+
+def plan_repair(
+    migrations: Sequence[Migration],
+    history: Sequence[Record],
+    name: str | None = None,
+    applied: bool | None = None,
+) -> list[Repair]:
+    """What ``repair`` changes. Without a name: accept every changed checksum, and refuse
+    failed or interrupted ones (a person must say whether their changes stayed)."""
+    registered = {m.name: m for m in migrations}
+    records = {r.name: r for r in history}
+    if name is not None and name not in registered and name not in records:
+        raise UnknownTarget(
+            f"{name} is neither registered nor in the history; run 'rung status' for the names",
+            names=[name],
+        )
+    if applied is not None and name is None:
+        raise UsageError("--applied and --not-applied need a migration name: rung repair NAME ...")
+    if applied is False:
+        return [Repair(name, Resolution.MARK_NOT_APPLIED, None)] if name in records else []
+    if applied is True:
+        assert name is not None
+        if name not in registered:
+            raise UnknownTarget(
+                f"{name} is not registered, so rung has no checksum to record for it; register "
+                "it, or remove it from the history with --not-applied",
+                names=[name],
+            )
+        record = records.get(name)
+        checksum = registered[name].checksum
+        if record is not None and record.state == "applied" and record.checksum == checksum:
+            return []
+        return [Repair(name, Resolution.MARK_APPLIED, checksum)]
+    repairs = []
+    for r in history:
+        if name is not None and r.name != name:
+            continue
+        if r.state != "applied":
+            raise NeedsRepair(_needs_repair(r), names=[r.name])
+        m = registered.get(r.name)
+        if m is not None and m.checksum != r.checksum:
+            repairs.append(Repair(r.name, Resolution.ACCEPT_CHECKSUM, m.checksum))
+    return repairs
+
+
+def plan_baseline(
+    migrations: Sequence[Migration], history: Sequence[Record], to: str | None = None
+) -> list[Migration]:
+    """The migrations ``baseline`` records as applied without running: pending ones up to ``to``."""
+    chosen = plan(migrations, history, Request(Direction.UP, to=to), transactional_ddl=True)
+    return list(chosen.migrations)
+

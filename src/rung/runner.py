@@ -1,0 +1,412 @@
+"""Executing plans: the connection, the lock, transactions, the journal, timing and logging.
+
+A run reads the history without a lock; when the planner finds nothing to do it returns
+at once (what every app start pays: one query). Otherwise it takes the lock, and reads
+the history again inside each batch's transaction before running it, so that of many
+replicas starting together exactly one applies each migration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import textwrap
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from rung.dialects import Dialect, dialect_named, lock_id
+from rung.errors import DatabaseUnreachable, MigrationFailed, RungError, UsageError
+from rung.history import DEFAULT_TABLE, History
+from rung.migration import Migration
+from rung.plan import (
+    Batch,
+    Direction,
+    MigrationState,
+    Repair,
+    Request,
+    Resolution,
+    Statement,
+    plan,
+    plan_baseline,
+    plan_repair,
+    states,
+)
+from rung.registry import Registry, migrations_of
+
+logger = logging.getLogger("rung")
+
+DEFAULT_LOCK_TIMEOUT = 60.0
+MAX_PARAMS_CHARS = 2_000
+
+
+@dataclass(frozen=True)
+class Executed:
+    """One migration a run applied or reverted, with the statements it executed."""
+
+    name: str
+    direction: Direction
+    duration_ms: float
+    statements: tuple[Statement, ...]
+
+
+@dataclass(frozen=True)
+class Options:
+    table: str = DEFAULT_TABLE
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    per_migration: bool = False
+    out_of_order: bool = False
+
+
+class Journal:
+    """Records the statements executed on one connection while it is entered."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.statements: list[Statement] = []
+        self._conn = conn.sync_connection
+        self._started = 0.0
+
+    def __enter__(self) -> Journal:
+        event.listen(self._conn, "before_cursor_execute", self._before)
+        event.listen(self._conn, "after_cursor_execute", self._after)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self._conn, "before_cursor_execute", self._before)
+        event.remove(self._conn, "after_cursor_execute", self._after)
+
+    def _before(self, *args: Any) -> None:
+        self._started = time.perf_counter()
+
+    def _after(self, conn: Any, cursor: Any, sql: str, params: Any, *rest: Any) -> None:
+        elapsed = (time.perf_counter() - self._started) * 1000
+        shown = repr(params)[:MAX_PARAMS_CHARS] if params else None
+        self.statements.append(Statement(textwrap.dedent(sql).strip(), shown, round(elapsed, 3)))
+
+
+def masked(url: sa.URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+@asynccontextmanager
+async def connect(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    try:
+        conn = await engine.connect()
+    except (sa.exc.DBAPIError, OSError) as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise DatabaseUnreachable(
+            f"cannot connect to {masked(engine.url)} ({detail[0] if detail else type(exc).__name__});"
+            " check the URL and that the server is running"
+        ) from None
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
+async def _locked(conn: AsyncConnection, dialect: Dialect, options: Options) -> AsyncIterator[None]:
+    key = lock_id(conn.engine.url, options.table)
+    await dialect.lock(conn, key, options.lock_timeout)
+    try:
+        yield
+    finally:
+        try:
+            await dialect.unlock(conn, key)
+        except Exception as exc:  # never hide the error that came first
+            logger.warning("could not release rung's lock (%s); closing the connection frees it", exc)
+
+
+@asynccontextmanager
+async def _writing(conn: AsyncConnection, dialect: Dialect) -> AsyncIterator[None]:
+    async with conn.begin():
+        await dialect.begin(conn)
+        yield
+
+
+async def run(
+    engine: AsyncEngine, registry: Registry, request: Request, options: Options
+) -> list[Executed]:
+    """Apply or revert what ``request`` asks for; return what ran, in order."""
+    migrations = migrations_of(registry)
+    history = History(options.table)
+    dialect = dialect_named(engine.dialect.name)
+    async with connect(engine) as conn:
+        records = await history.read(conn)
+        await conn.rollback()
+        first = _plan(migrations, records, request, dialect, options)
+        for warning in first.warnings:
+            logger.warning(warning)
+        if not first.batches:
+            return []
+        async with _locked(conn, dialect, options):
+            return await _run_locked(conn, dialect, history, migrations, request, options)
+
+
+def _plan(
+    migrations: Sequence[Migration],
+    records: Sequence[Any],
+    request: Request,
+    dialect: Dialect,
+    options: Options,
+) -> Any:
+    return plan(
+        migrations,
+        records,
+        request,
+        transactional_ddl=dialect.transactional_ddl,
+        per_migration=options.per_migration,
+    )
+
+
+async def _run_locked(
+    conn: AsyncConnection,
+    dialect: Dialect,
+    history: History,
+    migrations: Sequence[Migration],
+    request: Request,
+    options: Options,
+) -> list[Executed]:
+    done: list[Executed] = []
+    while request.steps is None or len(done) < request.steps:
+        remaining = None if request.steps is None else request.steps - len(done)
+        batch: Batch | None = None
+        try:
+            async with _writing(conn, dialect):
+                await history.ensure(conn)
+                records = await history.read(conn)
+                planned = _plan(migrations, records, dataclasses.replace(request, steps=remaining),
+                                dialect, options)
+                if not planned.batches:
+                    break
+                batch = planned.batches[0]
+                if batch.atomic:
+                    for migration in batch.migrations:
+                        done.append(await _execute(conn, history, migration, batch.direction))
+                    continue
+                # Not atomic: leave a mark first, so an interrupted run is never mistaken
+                # for one that did not start.
+                migration = batch.migrations[0]
+                await history.write(
+                    conn, migration.name, migration.checksum, state="running",
+                    direction=batch.direction.value,
+                )
+        except _Failed as failed:
+            raise _failure(failed, rolled_back=True, done=done) from failed.cause
+        done.append(await _execute_alone(conn, dialect, history, batch, done))
+    return done
+
+
+class _Failed(Exception):
+    def __init__(self, migration: Migration, direction: Direction, cause: BaseException,
+                 statements: list[Statement], duration_ms: float) -> None:
+        super().__init__(migration.name)
+        self.migration = migration
+        self.direction = direction
+        self.cause = cause
+        self.statements = statements
+        self.duration_ms = duration_ms
+
+
+async def _execute(
+    conn: AsyncConnection, history: History, migration: Migration, direction: Direction
+) -> Executed:
+    """Run one migration's code on ``conn`` and record the result, in the current transaction."""
+    verb = "applying" if direction is Direction.UP else "reverting"
+    logger.info("%s %s", verb, migration.name,
+                extra={"rung_event": "start", "rung_name": migration.name, "rung_direction": direction.value})
+    fn = migration.up if direction is Direction.UP else migration.down
+    assert fn is not None  # the planner refuses irreversible downgrades
+    started = time.perf_counter()
+    with Journal(conn) as journal:
+        try:
+            await fn(conn)
+        except Exception as exc:
+            elapsed = (time.perf_counter() - started) * 1000
+            raise _Failed(migration, direction, exc, journal.statements, elapsed) from exc
+    elapsed = (time.perf_counter() - started) * 1000
+    if direction is Direction.UP:
+        await history.write(conn, migration.name, migration.checksum, state="applied",
+                            duration_ms=elapsed, statements=journal.statements)
+    else:
+        await history.remove(conn, migration.name)
+    logger.info("%s %s ok (%.0f ms)", verb, migration.name, elapsed,
+                extra={"rung_event": "done", "rung_name": migration.name,
+                       "rung_direction": direction.value, "rung_ms": elapsed})
+    return Executed(migration.name, direction, round(elapsed, 3), tuple(journal.statements))
+
+
+async def _execute_alone(
+    conn: AsyncConnection, dialect: Dialect, history: History, batch: Batch | None,
+    done: list[Executed],
+) -> Executed:
+    """A migration the database cannot roll back: in its own transaction, or in none."""
+    assert batch is not None
+    migration = batch.migrations[0]
+    try:
+        if batch.in_transaction:
+            async with _writing(conn, dialect):
+                return await _execute(conn, history, migration, batch.direction)
+        previous = conn.sync_connection.get_execution_options().get("isolation_level")
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            # History writes go through the same autocommit connection: one statement each.
+            return await _execute(conn, history, migration, batch.direction)
+        finally:
+            await conn.execution_options(isolation_level=previous or conn.default_isolation_level)
+    except _Failed as failed:
+        kept = dialect.kept_after_failure(failed.statements, batch.in_transaction)
+        try:
+            async with _writing(conn, dialect):
+                await history.write(
+                    conn, migration.name, migration.checksum, state="failed",
+                    direction=batch.direction.value, duration_ms=failed.duration_ms,
+                    error=_one_line(failed.cause), statements=kept,
+                )
+        except Exception as exc:
+            logger.error("could not record %s as failed (%s); it stays marked as running",
+                         migration.name, _one_line(exc))
+        raise _failure(failed, rolled_back=False, done=done, kept=kept) from failed.cause
+
+
+def _failure(
+    failed: _Failed, *, rolled_back: bool, done: Sequence[Executed], kept: Sequence[Statement] = ()
+) -> MigrationFailed:
+    name, direction = failed.migration.name, failed.direction.value
+    if isinstance(failed.cause, RungError):
+        cause = failed.cause.message
+    else:
+        cause = _one_line(failed.cause)
+    earlier = [e.name for e in done]
+    if rolled_back:
+        outcome = "rolled back: the database holds nothing of it"
+        if earlier:
+            outcome += f"; committed before it in this run: {', '.join(earlier)}"
+        hint = "fix the migration and run again"
+    else:
+        statements = "; ".join(s.sql.splitlines()[0][:120] for s in kept) or "none"
+        outcome = (
+            f"the database kept {len(kept)} statement(s) it had run before the failure: "
+            f"{statements}"
+        )
+        hint = (
+            f"undo or finish those by hand, then 'rung repair {name} --applied' or "
+            "'--not-applied'"
+        )
+    return MigrationFailed(
+        f"migration {name} failed ({direction}): {cause}; {outcome}; {hint}",
+        name=name, direction=direction, cause=failed.cause, committed=[s.sql for s in kept],
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(orig if orig is not None else exc).__name__}: {first}"[:500]
+
+
+async def upgrade(
+    engine: AsyncEngine,
+    migrator: Registry,
+    *,
+    steps: int | None = None,
+    to: str | None = None,
+    table: str = DEFAULT_TABLE,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    per_migration: bool = False,
+    out_of_order: bool = False,
+) -> list[Executed]:
+    """Apply pending migrations in registry order (all, ``steps`` of them, or up to and
+    including ``to``); return what was applied. Nothing pending: ``[]``."""
+    options = Options(table, lock_timeout, per_migration, out_of_order)
+    return await run(engine, migrator, Request(Direction.UP, steps, to, out_of_order), options)
+
+
+async def downgrade(
+    engine: AsyncEngine,
+    migrator: Registry,
+    *,
+    steps: int | None = None,
+    to: str | None = None,
+    all: bool = False,
+    table: str = DEFAULT_TABLE,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    per_migration: bool = False,
+) -> list[Executed]:
+    """Revert applied migrations, newest first: one by default, ``steps`` of them, those
+    after ``to`` (which stays applied), or every one with ``all=True``."""
+    if sum((steps is not None, to is not None, all)) > 1:
+        raise UsageError("give one of steps, to and all to downgrade, not several")
+    if steps is None and to is None and not all:
+        steps = 1
+    options = Options(table, lock_timeout, per_migration)
+    return await run(engine, migrator, Request(Direction.DOWN, steps, to), options)
+
+
+async def status(
+    engine: AsyncEngine, migrator: Registry, *, table: str = DEFAULT_TABLE
+) -> list[MigrationState]:
+    """Every migration's state; never writes, so it works for a read-only user."""
+    migrations = migrations_of(migrator)
+    async with connect(engine) as conn:
+        records = await History(table).read(conn)
+        await conn.rollback()
+    return states(migrations, records)
+
+
+async def repair(
+    engine: AsyncEngine,
+    migrator: Registry,
+    name: str | None = None,
+    *,
+    applied: bool | None = None,
+    table: str = DEFAULT_TABLE,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+) -> list[Repair]:
+    """Accept changed checksums (all, or ``name``'s), or mark ``name`` as applied
+    (``applied=True``) or not applied (``applied=False``); return what changed."""
+    migrations = migrations_of(migrator)
+    history = History(table)
+    dialect = dialect_named(engine.dialect.name)
+    async with connect(engine) as conn, _locked(conn, dialect, Options(table, lock_timeout)):
+        async with _writing(conn, dialect):
+            await history.ensure(conn)
+            records = await history.read(conn)
+            repairs = plan_repair(migrations, records, name, applied)
+            for r in repairs:
+                if r.resolution is Resolution.MARK_NOT_APPLIED:
+                    await history.remove(conn, r.name)
+                else:
+                    assert r.checksum is not None
+                    await history.accept(conn, r.name, r.checksum)
+                logger.info("%s: %s", r.name, r.resolution.value)
+    return repairs
+
+
+async def baseline(
+    engine: AsyncEngine,
+    migrator: Registry,
+    *,
+    to: str | None = None,
+    table: str = DEFAULT_TABLE,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+) -> list[str]:
+    """Record pending migrations (up to and including ``to``) as applied without running
+    them, for a database whose schema they already describe. Returns their names."""
+    migrations = migrations_of(migrator)
+    history = History(table)
+    dialect = dialect_named(engine.dialect.name)
+    async with connect(engine) as conn, _locked(conn, dialect, Options(table, lock_timeout)):
+        async with _writing(conn, dialect):
+            await history.ensure(conn)
+            chosen = plan_baseline(migrations, await history.read(conn), to)
+            for m in chosen:
+                await history.write(conn, m.name, m.checksum, state="applied")
+    return [m.name for m in chosen]
