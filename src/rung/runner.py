@@ -259,6 +259,7 @@ async def _execute_alone(
             # History writes go through the same autocommit connection: one statement each.
             return await _execute(conn, history, migration, batch.direction)
         finally:
+            await conn.commit()  # ends SQLAlchemy's logical transaction; the statements are in
             await conn.execution_options(isolation_level=previous or conn.default_isolation_level)
     except _Failed as failed:
         kept = dialect.kept_after_failure(failed.statements, batch.in_transaction)
