@@ -60,16 +60,20 @@ class History:
 
     async def read(self, conn: AsyncConnection) -> list[Record]:
         """Every row, or [] where the table does not exist yet. Never writes."""
-        try:
-            rows = (await conn.execute(self._select)).all()
-        except sa.exc.DBAPIError as exc:
-            await conn.rollback()
-            if not await conn.run_sync(lambda c: sa.inspect(c).has_table(self.name)):
-                return []
-            raise HistoryError(
-                f"table {self.name!r} exists but is not a rung history ({_first_line(exc)}); "
-                "rename that table or give rung another one with --table"
-            ) from exc
+        for attempt in range(2):  # the table may appear between a failed read and the check
+            try:
+                rows = (await conn.execute(self._select)).all()
+                break
+            except sa.exc.DBAPIError as exc:
+                await conn.rollback()
+                if not await conn.run_sync(lambda c: sa.inspect(c).has_table(self.name)):
+                    return []
+                if attempt:
+                    raise HistoryError(
+                        f"table {self.name!r} exists but is not a rung history "
+                        f"({_first_line(exc)}); rename that table or give rung another one "
+                        "with --table"
+                    ) from exc
         return [_record(row) for row in rows]
 
     async def ensure(self, conn: AsyncConnection) -> None:

@@ -111,8 +111,16 @@ def plan(
     *,
     transactional_ddl: bool,
     per_migration: bool = False,
+    locked: bool = True,
 ) -> Plan:
-    """What to run for ``request``, grouped into batches; raises a ``PlanRefused`` subclass."""
+    """What to run for ``request``, grouped into batches; raises a ``PlanRefused`` subclass.
+
+    ``locked=False`` plans before the lock is taken: a migration marked running may be in
+    progress in another process right now, so it counts as not applied (the run then takes
+    the lock, and plans again: a mark still there under the lock is an interrupted run).
+    """
+    if not locked:
+        history = [r for r in history if r.state != "running"]
     if request.steps is not None and request.steps < 1:
         raise UsageError(f"steps must be a positive number, not {request.steps}; use -n 1 or more")
     index = {m.name: i for i, m in enumerate(migrations)}

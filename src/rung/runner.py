@@ -29,6 +29,8 @@ from rung.plan import (
     Batch,
     Direction,
     MigrationState,
+    Plan,
+    Record,
     Repair,
     Request,
     Resolution,
@@ -140,7 +142,7 @@ async def run(
     async with connect(engine) as conn:
         records = await history.read(conn)
         await conn.rollback()
-        first = _plan(migrations, records, request, dialect, options)
+        first = _plan(migrations, records, request, dialect, options, locked=False)
         for warning in first.warnings:
             logger.warning(warning)
         if not first.batches:
@@ -151,17 +153,20 @@ async def run(
 
 def _plan(
     migrations: Sequence[Migration],
-    records: Sequence[Any],
+    records: Sequence[Record],
     request: Request,
     dialect: Dialect,
     options: Options,
-) -> Any:
+    *,
+    locked: bool = True,
+) -> Plan:
     return plan(
         migrations,
         records,
         request,
         transactional_ddl=dialect.transactional_ddl,
         per_migration=options.per_migration,
+        locked=locked,
     )
 
 
