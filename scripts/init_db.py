@@ -10,10 +10,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from rung.errors import RungError  # noqa: E402
-from server.migration.src.runner import upgrade  # noqa: E402
+from rung.errors import RungError
+from server.migration.src.runner import upgrade
 
 DEFAULT_URL = "sqlite+aiosqlite:///./app.db"
 

@@ -26,7 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from rung import Migration
 from rung.dialects import dialect_named
 
-POSTGRES_URL = os.environ.get("RUNG_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "RUNG_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
 MYSQL_URL = os.environ.get("RUNG_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306/test")
 SERVERS = {"postgresql": POSTGRES_URL, "mariadb": MYSQL_URL}
 BACKENDS = ["sqlite", "postgresql", "mariadb"]
@@ -65,7 +67,9 @@ def require(backend: str) -> None:
     if problem is None:
         return
     if IN_CI:
-        pytest.fail(f"{backend} is not reachable under CI, where database tests never skip: {problem}")
+        pytest.fail(
+            f"{backend} is not reachable under CI, where database tests never skip: {problem}"
+        )
     pytest.skip(f"{backend} not reachable: {problem}")
 
 
@@ -124,20 +128,31 @@ class MigrationPackage:
             sys.path.insert(0, str(root))
         self.names: list[str] = []
 
-    def add(self, slug: str, up: str, down: str | None = "pass", *, transactional: bool = True) -> str:
-        """Write migration ``slug`` (bodies are the code of up and down; down=None: irreversible)."""
+    def add(
+        self, slug: str, up: str, down: str | None = "pass", *, transactional: bool = True
+    ) -> str:
+        """Write migration ``slug``: bodies of up and down (down=None: irreversible)."""
         name = f"m20260101_{len(self.names) + 1:06d}_{slug}"
         self.write(name, up, down, transactional=transactional)
         self.names.append(name)
         return name
 
-    def write(self, name: str, up: str, down: str | None = "pass", *, transactional: bool = True) -> None:
+    def write(
+        self, name: str, up: str, down: str | None = "pass", *, transactional: bool = True
+    ) -> None:
         lines = ["from sqlalchemy import text", f"TRANSACTIONAL = {transactional}", ""]
-        lines += ["async def up(conn):", textwrap.indent(textwrap.dedent(up).strip() or "pass", "    ")]
+        lines += [
+            "async def up(conn):",
+            textwrap.indent(textwrap.dedent(up).strip() or "pass", "    "),
+        ]
         if down is None:
             lines += ["", "down = None"]
         else:
-            lines += ["", "async def down(conn):", textwrap.indent(textwrap.dedent(down).strip() or "pass", "    ")]
+            lines += [
+                "",
+                "async def down(conn):",
+                textwrap.indent(textwrap.dedent(down).strip() or "pass", "    "),
+            ]
         path = self.folder / f"{name}.py"
         path.write_text("\n".join(lines) + "\n")
         sys.modules.pop(f"{self.name}.{name}", None)

@@ -13,9 +13,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 import rung
 
 
-async def main(url: str, root: str, package: str, names: list[str], start: float, per: bool) -> None:
+async def main(
+    url: str, root: str, package: str, names: list[str], start: float, per: bool
+) -> None:
     sys.path.insert(0, root)
-    registry = [rung.Migration.from_module(importlib.import_module(f"{package}.{n}")) for n in names]
+    registry = [
+        rung.Migration.from_module(importlib.import_module(f"{package}.{n}")) for n in names
+    ]
     engine = create_async_engine(url)
     time.sleep(max(0.0, start - time.time()))
     try:

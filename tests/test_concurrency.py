@@ -10,9 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from conftest import MigrationPackage, sql
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 PROCESSES = 8
 MIGRATIONS = 12
@@ -22,19 +21,33 @@ WORKER = Path(__file__).with_name("race_worker.py")
 async def test_racing_processes_apply_each_migration_exactly_once(
     db_url: str, engine: AsyncEngine, migrations: MigrationPackage
 ) -> None:
-    migrations.add("counter", sql("CREATE TABLE counter (n INTEGER NOT NULL)"), sql("DROP TABLE counter"))
+    migrations.add(
+        "counter", sql("CREATE TABLE counter (n INTEGER NOT NULL)"), sql("DROP TABLE counter")
+    )
     for i in range(2, MIGRATIONS + 1):
         migrations.add(
             f"step{i}",
-            sql(f"INSERT INTO counter (n) VALUES ({i})") + "\n" + sql(f"CREATE TABLE t{i} (id INTEGER)"),
+            sql(f"INSERT INTO counter (n) VALUES ({i})")
+            + "\n"
+            + sql(f"CREATE TABLE t{i} (id INTEGER)"),
             sql(f"DROP TABLE t{i}") + "\n" + sql(f"DELETE FROM counter WHERE n = {i}"),
         )
     start = time.time() + 3.0  # every process imported and ready before the gun
     racers = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), db_url, str(migrations.folder.parent), migrations.name,
-             ",".join(migrations.names), str(start), str(i % 2)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                str(WORKER),
+                db_url,
+                str(migrations.folder.parent),
+                migrations.name,
+                ",".join(migrations.names),
+                str(start),
+                str(i % 2),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i in range(PROCESSES)
     ]

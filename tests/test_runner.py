@@ -6,10 +6,10 @@ import logging
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from conftest import MigrationPackage, sql
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import rung
-from conftest import MigrationPackage, sql
 from rung import State, errors
 from rung.dialects import dialect_named
 
@@ -23,7 +23,9 @@ async def tables(engine: AsyncEngine) -> set[str]:
     return set(names)
 
 
-async def history_rows(engine: AsyncEngine, table: str = "rung_migrations") -> list[tuple[str, str]]:
+async def history_rows(
+    engine: AsyncEngine, table: str = "rung_migrations"
+) -> list[tuple[str, str]]:
     if table not in await tables(engine):
         return []
     t = sa.table(table, sa.column("name"), sa.column("state"))
@@ -34,7 +36,9 @@ async def history_rows(engine: AsyncEngine, table: str = "rung_migrations") -> l
 
 def ladder(migrations: MigrationPackage, n: int) -> list[str]:
     return [
-        migrations.add(f"t{i}", sql(f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY)"), sql(f"DROP TABLE t{i}"))
+        migrations.add(
+            f"t{i}", sql(f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY)"), sql(f"DROP TABLE t{i}")
+        )
         for i in range(1, n + 1)
     ]
 
@@ -52,7 +56,12 @@ async def test_template_bootstraps_and_second_run_does_nothing(engine: AsyncEngi
     async with engine.connect() as conn:
         columns = await conn.run_sync(lambda c: sa.inspect(c).get_columns("todos"))
     assert [c["name"] for c in columns] == [
-        "id", "title", "description", "status", "created_at", "updated_at",
+        "id",
+        "title",
+        "description",
+        "status",
+        "created_at",
+        "updated_at",
     ]
     assert await rung.upgrade(engine, Migrator) == []
     await rung.downgrade(engine, Migrator)
@@ -132,8 +141,11 @@ async def test_failure_in_the_middle(
     migrations.add("b", sql("CREATE TABLE b (id INTEGER PRIMARY KEY)"), sql("DROP TABLE b"))
     broken = migrations.add(
         "broken",
-        sql("CREATE TABLE c (id INTEGER PRIMARY KEY)") + "\n" + sql("INSERT INTO c VALUES (1)")
-        + "\n" + sql("SELECT * FROM no_such_table"),
+        sql("CREATE TABLE c (id INTEGER PRIMARY KEY)")
+        + "\n"
+        + sql("INSERT INTO c VALUES (1)")
+        + "\n"
+        + sql("SELECT * FROM no_such_table"),
         sql("DROP TABLE c"),
     )
     migrations.add("d", sql("CREATE TABLE d (id INTEGER PRIMARY KEY)"))
@@ -153,8 +165,11 @@ async def test_failure_in_the_middle(
     assert "INSERT" not in message.split("kept")[1]  # rolled back with the transaction
     assert "rung repair" in message
     assert {"b", "c"} <= await tables(engine) and "d" not in await tables(engine)
-    assert await history_rows(engine) == [(first, "applied"), (migrations.names[1], "applied"),
-                                          (broken, "failed")]
+    assert await history_rows(engine) == [
+        (first, "applied"),
+        (migrations.names[1], "applied"),
+        (broken, "failed"),
+    ]
     state = {s.name: s for s in await rung.status(engine, reg)}[broken]
     assert state.state is State.FAILED and "no_such_table" in (state.error or "")
     assert [s.sql for s in state.statements] == ["CREATE TABLE c (id INTEGER PRIMARY KEY)"]
@@ -271,7 +286,8 @@ async def test_journal_records_statements_with_parameters(
 ) -> None:
     name = migrations.add(
         "data",
-        CREATE_A.replace("id INTEGER PRIMARY KEY", "id INTEGER PRIMARY KEY, v VARCHAR(10)") + "\n"
+        CREATE_A.replace("id INTEGER PRIMARY KEY", "id INTEGER PRIMARY KEY, v VARCHAR(10)")
+        + "\n"
         + "await conn.execute(text('INSERT INTO a (id, v) VALUES (:i, :v)'), {'i': 1, 'v': 'x'})",
     )
     await rung.upgrade(engine, migrations.registry())
@@ -290,7 +306,8 @@ async def test_tracking_table_name_with_quotes_and_spaces(
     await rung.upgrade(engine, migrations.registry(), table=table)
     assert len(await history_rows(engine, table)) == 2
     assert [s.state for s in await rung.status(engine, migrations.registry(), table=table)] == [
-        State.APPLIED, State.APPLIED,
+        State.APPLIED,
+        State.APPLIED,
     ]
     await rung.downgrade(engine, migrations.registry(), table=table, all=True)
     assert await history_rows(engine, table) == []
@@ -302,7 +319,7 @@ async def test_history_table_with_unexpected_shape(
     ladder(migrations, 1)
     async with engine.begin() as conn:
         await conn.execute(sa.text("CREATE TABLE rung_migrations (version INTEGER)"))
-    with pytest.raises(errors.HistoryError, match="not a rung history.*--table"):
+    with pytest.raises(errors.HistoryError, match=r"not a rung history.*--table"):
         await rung.upgrade(engine, migrations.registry())
     with pytest.raises(errors.HistoryError):
         await rung.status(engine, migrations.registry())
@@ -339,7 +356,7 @@ async def test_lock_timeout_names_the_holder(
     from rung.dialects import lock_id
 
     ladder(migrations, 1)
-    holder_engine = sa.ext.asyncio.create_async_engine(db_url)
+    holder_engine = create_async_engine(db_url)
     dialect = dialect_named(backend)
     key = lock_id(engine.url, "rung_migrations")
     try:
@@ -360,7 +377,7 @@ async def test_lock_timeout_names_the_holder(
 
 
 async def test_unreachable_database_masks_the_password() -> None:
-    engine = sa.ext.asyncio.create_async_engine(
+    engine = create_async_engine(
         "postgresql+asyncpg://someone:s3cret-pw@127.0.0.1:1/db", connect_args={"timeout": 2}
     )
     try:

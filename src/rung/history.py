@@ -150,7 +150,10 @@ def _journal(statements: Sequence[Statement]) -> str | None:
     if not statements:
         return None
     return json.dumps(
-        [{"sql": s.sql[:MAX_SQL_CHARS], "params": s.params, "ms": s.duration_ms} for s in statements]
+        [
+            {"sql": s.sql[:MAX_SQL_CHARS], "params": s.params, "ms": s.duration_ms}
+            for s in statements
+        ]
     )
 
 

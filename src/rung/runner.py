@@ -101,10 +101,9 @@ async def connect(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     try:
         conn = await engine.connect()
     except (sa.exc.DBAPIError, OSError) as exc:
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         raise DatabaseUnreachable(
-            f"cannot connect to {masked(engine.url)} ({detail[0] if detail else type(exc).__name__});"
-            " check the URL and that the server is running"
+            f"cannot connect to {masked(engine.url)} ({_one_line(exc)}); "
+            "check the URL and that the server is running"
         ) from None
     try:
         yield conn
@@ -122,7 +121,9 @@ async def _locked(conn: AsyncConnection, dialect: Dialect, options: Options) -> 
         try:
             await dialect.unlock(conn, key)
         except Exception as exc:  # never hide the error that came first
-            logger.warning("could not release rung's lock (%s); closing the connection frees it", exc)
+            logger.warning(
+                "could not release rung's lock (%s); closing the connection frees it", exc
+            )
 
 
 @asynccontextmanager
@@ -130,6 +131,18 @@ async def _writing(conn: AsyncConnection, dialect: Dialect) -> AsyncIterator[Non
     async with conn.begin():
         await dialect.begin(conn)
         yield
+
+
+@asynccontextmanager
+async def _bookkeeping(
+    engine: AsyncEngine, history: History, lock_timeout: float
+) -> AsyncIterator[AsyncConnection]:
+    """A connection holding the lock, in a write transaction, with the history table there."""
+    dialect = dialect_named(engine.dialect.name)
+    options = Options(history.name, lock_timeout)
+    async with connect(engine) as conn, _locked(conn, dialect, options), _writing(conn, dialect):
+        await history.ensure(conn)
+        yield conn
 
 
 async def run(
@@ -186,8 +199,13 @@ async def _run_locked(
             async with _writing(conn, dialect):
                 await history.ensure(conn)
                 records = await history.read(conn)
-                planned = _plan(migrations, records, dataclasses.replace(request, steps=remaining),
-                                dialect, options)
+                planned = _plan(
+                    migrations,
+                    records,
+                    dataclasses.replace(request, steps=remaining),
+                    dialect,
+                    options,
+                )
                 if not planned.batches:
                     break
                 batch = planned.batches[0]
@@ -199,7 +217,10 @@ async def _run_locked(
                 # for one that did not start.
                 migration = batch.migrations[0]
                 await history.write(
-                    conn, migration.name, migration.checksum, state="running",
+                    conn,
+                    migration.name,
+                    migration.checksum,
+                    state="running",
                     direction=batch.direction.value,
                 )
         except _Failed as failed:
@@ -209,8 +230,14 @@ async def _run_locked(
 
 
 class _Failed(Exception):
-    def __init__(self, migration: Migration, direction: Direction, cause: BaseException,
-                 statements: list[Statement], duration_ms: float) -> None:
+    def __init__(
+        self,
+        migration: Migration,
+        direction: Direction,
+        cause: BaseException,
+        statements: list[Statement],
+        duration_ms: float,
+    ) -> None:
         super().__init__(migration.name)
         self.migration = migration
         self.direction = direction
@@ -224,8 +251,16 @@ async def _execute(
 ) -> Executed:
     """Run one migration's code on ``conn`` and record the result, in the current transaction."""
     verb = "applying" if direction is Direction.UP else "reverting"
-    logger.info("%s %s", verb, migration.name,
-                extra={"rung_event": "start", "rung_name": migration.name, "rung_direction": direction.value})
+    logger.info(
+        "%s %s",
+        verb,
+        migration.name,
+        extra={
+            "rung_event": "start",
+            "rung_name": migration.name,
+            "rung_direction": direction.value,
+        },
+    )
     fn = migration.up if direction is Direction.UP else migration.down
     assert fn is not None  # the planner refuses irreversible downgrades
     started = time.perf_counter()
@@ -237,18 +272,36 @@ async def _execute(
             raise _Failed(migration, direction, exc, journal.statements, elapsed) from exc
     elapsed = (time.perf_counter() - started) * 1000
     if direction is Direction.UP:
-        await history.write(conn, migration.name, migration.checksum, state="applied",
-                            duration_ms=elapsed, statements=journal.statements)
+        await history.write(
+            conn,
+            migration.name,
+            migration.checksum,
+            state="applied",
+            duration_ms=elapsed,
+            statements=journal.statements,
+        )
     else:
         await history.remove(conn, migration.name)
-    logger.info("%s %s ok (%.0f ms)", verb, migration.name, elapsed,
-                extra={"rung_event": "done", "rung_name": migration.name,
-                       "rung_direction": direction.value, "rung_ms": elapsed})
+    logger.info(
+        "%s %s ok (%.0f ms)",
+        verb,
+        migration.name,
+        elapsed,
+        extra={
+            "rung_event": "done",
+            "rung_name": migration.name,
+            "rung_direction": direction.value,
+            "rung_ms": elapsed,
+        },
+    )
     return Executed(migration.name, direction, round(elapsed, 3), tuple(journal.statements))
 
 
 async def _execute_alone(
-    conn: AsyncConnection, dialect: Dialect, history: History, batch: Batch | None,
+    conn: AsyncConnection,
+    dialect: Dialect,
+    history: History,
+    batch: Batch | None,
     done: list[Executed],
 ) -> Executed:
     """A migration the database cannot roll back: in its own transaction, or in none."""
@@ -258,6 +311,7 @@ async def _execute_alone(
         if batch.in_transaction:
             async with _writing(conn, dialect):
                 return await _execute(conn, history, migration, batch.direction)
+        assert conn.sync_connection is not None
         previous = conn.sync_connection.get_execution_options().get("isolation_level")
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         try:
@@ -271,13 +325,21 @@ async def _execute_alone(
         try:
             async with _writing(conn, dialect):
                 await history.write(
-                    conn, migration.name, migration.checksum, state="failed",
-                    direction=batch.direction.value, duration_ms=failed.duration_ms,
-                    error=_one_line(failed.cause), statements=kept,
+                    conn,
+                    migration.name,
+                    migration.checksum,
+                    state="failed",
+                    direction=batch.direction.value,
+                    duration_ms=failed.duration_ms,
+                    error=_one_line(failed.cause),
+                    statements=kept,
                 )
         except Exception as exc:
-            logger.error("could not record %s as failed (%s); it stays marked as running",
-                         migration.name, _one_line(exc))
+            logger.error(
+                "could not record %s as failed (%s); it stays marked as running",
+                migration.name,
+                _one_line(exc),
+            )
         raise _failure(failed, rolled_back=False, done=done, kept=kept) from failed.cause
 
 
@@ -285,10 +347,7 @@ def _failure(
     failed: _Failed, *, rolled_back: bool, done: Sequence[Executed], kept: Sequence[Statement] = ()
 ) -> MigrationFailed:
     name, direction = failed.migration.name, failed.direction.value
-    if isinstance(failed.cause, RungError):
-        cause = failed.cause.message
-    else:
-        cause = _one_line(failed.cause)
+    cause = failed.cause.message if isinstance(failed.cause, RungError) else _one_line(failed.cause)
     earlier = [e.name for e in done]
     if rolled_back:
         outcome = "rolled back: the database holds nothing of it"
@@ -302,12 +361,14 @@ def _failure(
             f"{statements}"
         )
         hint = (
-            f"undo or finish those by hand, then 'rung repair {name} --applied' or "
-            "'--not-applied'"
+            f"undo or finish those by hand, then 'rung repair {name} --applied' or '--not-applied'"
         )
     return MigrationFailed(
         f"migration {name} failed ({direction}): {cause}; {outcome}; {hint}",
-        name=name, direction=direction, cause=failed.cause, committed=[s.sql for s in kept],
+        name=name,
+        direction=direction,
+        cause=failed.cause,
+        committed=[s.sql for s in kept],
     )
 
 
@@ -380,19 +441,15 @@ async def repair(
     (``applied=True``) or not applied (``applied=False``); return what changed."""
     migrations = migrations_of(migrator)
     history = History(table)
-    dialect = dialect_named(engine.dialect.name)
-    async with connect(engine) as conn, _locked(conn, dialect, Options(table, lock_timeout)):
-        async with _writing(conn, dialect):
-            await history.ensure(conn)
-            records = await history.read(conn)
-            repairs = plan_repair(migrations, records, name, applied)
-            for r in repairs:
-                if r.resolution is Resolution.MARK_NOT_APPLIED:
-                    await history.remove(conn, r.name)
-                else:
-                    assert r.checksum is not None
-                    await history.accept(conn, r.name, r.checksum)
-                logger.info("%s: %s", r.name, r.resolution.value)
+    async with _bookkeeping(engine, history, lock_timeout) as conn:
+        repairs = plan_repair(migrations, await history.read(conn), name, applied)
+        for r in repairs:
+            if r.resolution is Resolution.MARK_NOT_APPLIED:
+                await history.remove(conn, r.name)
+            else:
+                assert r.checksum is not None
+                await history.accept(conn, r.name, r.checksum)
+            logger.info("%s: %s", r.name, r.resolution.value)
     return repairs
 
 
@@ -408,11 +465,8 @@ async def baseline(
     them, for a database whose schema they already describe. Returns their names."""
     migrations = migrations_of(migrator)
     history = History(table)
-    dialect = dialect_named(engine.dialect.name)
-    async with connect(engine) as conn, _locked(conn, dialect, Options(table, lock_timeout)):
-        async with _writing(conn, dialect):
-            await history.ensure(conn)
-            chosen = plan_baseline(migrations, await history.read(conn), to)
-            for m in chosen:
-                await history.write(conn, m.name, m.checksum, state="applied")
+    async with _bookkeeping(engine, history, lock_timeout) as conn:
+        chosen = plan_baseline(migrations, await history.read(conn), to)
+        for m in chosen:
+            await history.write(conn, m.name, m.checksum, state="applied")
     return [m.name for m in chosen]
