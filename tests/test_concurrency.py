@@ -10,8 +10,9 @@ from collections import Counter
 from pathlib import Path
 
 import sqlalchemy as sa
-from conftest import MigrationPackage, sql
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from conftest import MigrationPackage, sql
 
 PROCESSES = 8
 MIGRATIONS = 12

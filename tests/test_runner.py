@@ -6,10 +6,10 @@ import logging
 
 import pytest
 import sqlalchemy as sa
-from conftest import MigrationPackage, sql
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import rung
+from conftest import MigrationPackage, sql
 from rung import State, errors
 from rung.dialects import dialect_named
 

@@ -22,7 +22,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from rung.dialects import Dialect, dialect_named, lock_id
-from rung.errors import DatabaseUnreachable, MigrationFailed, RungError, UsageError
+from rung.errors import DatabaseUnreachable, HistoryError, MigrationFailed, RungError, UsageError
 from rung.history import DEFAULT_TABLE, History
 from rung.migration import Migration
 from rung.plan import (
@@ -140,9 +140,26 @@ async def _bookkeeping(
     """A connection holding the lock, in a write transaction, with the history table there."""
     dialect = dialect_named(engine.dialect.name)
     options = Options(history.name, lock_timeout)
-    async with connect(engine) as conn, _locked(conn, dialect, options), _writing(conn, dialect):
+    async with (
+        connect(engine) as conn,
+        _locked(conn, dialect, options),
+        _bookkeeping_errors(history),
+        _writing(conn, dialect),
+    ):
         await history.ensure(conn)
         yield conn
+
+
+@asynccontextmanager
+async def _bookkeeping_errors(history: History) -> AsyncIterator[None]:
+    """Database errors outside a migration's own code happen while rung keeps its books."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        raise HistoryError(
+            f"could not read or write the history table {history.name!r} ({_one_line(exc)}); "
+            "check that this account may write there, then 'rung status' to see the state"
+        ) from exc
 
 
 async def run(
@@ -160,7 +177,7 @@ async def run(
             logger.warning(warning)
         if not first.batches:
             return []
-        async with _locked(conn, dialect, options):
+        async with _locked(conn, dialect, options), _bookkeeping_errors(history):
             return await _run_locked(conn, dialect, history, migrations, request, options)
 
 

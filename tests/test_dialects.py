@@ -1,0 +1,187 @@
+"""The shared conformance suite every dialect passes (see ``rung.dialects.base.Dialect``)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+import rung
+from conftest import SERVERS, MigrationPackage, require, sql
+from rung import errors
+from rung.dialects import DIALECTS, dialect_named, lock_id
+from rung.dialects.base import checked_database_name
+from rung.plan import Statement
+
+
+async def test_lock_excludes_a_second_holder_until_released(
+    backend: str, db_url: str, engine: AsyncEngine
+) -> None:
+    other = create_async_engine(db_url)
+    key = lock_id(engine.url, "rung_migrations")
+    first, second = dialect_named(backend), dialect_named(backend)
+    try:
+        async with engine.connect() as a, other.connect() as b:
+            await first.lock(a, key, 1)
+            if backend == "sqlite":
+                # SQLite's lock is the write transaction itself.
+                await a.begin()
+                await first.begin(a)
+                await second.lock(b, key, 0.3)
+                await b.begin()
+                started = time.monotonic()
+                with pytest.raises(errors.LockTimeout, match="SQLite cannot tell"):
+                    await second.begin(b)
+                assert 0.2 < time.monotonic() - started < 5
+                await b.rollback()
+                await a.commit()
+                await b.begin()
+                await second.begin(b)  # free now
+                await b.rollback()
+            else:
+                started = time.monotonic()
+                with pytest.raises(errors.LockTimeout, match="held by") as caught:
+                    await second.lock(b, key, 0.5)
+                assert 0.4 < time.monotonic() - started < 5
+                assert caught.value.holder
+                assert not b.in_transaction()
+                await first.unlock(a, key)
+                await second.lock(b, key, 1)  # free now
+                await second.unlock(b, key)
+            await first.unlock(a, key)
+    finally:
+        await other.dispose()
+
+
+async def test_locks_are_per_table(backend: str, db_url: str, engine: AsyncEngine) -> None:
+    if backend == "sqlite":
+        assert lock_id(engine.url, "a") != lock_id(engine.url, "b")
+        return  # one write lock per database file: tables cannot be told apart
+    other = create_async_engine(db_url)
+    dialect = dialect_named(backend)
+    try:
+        async with engine.connect() as a, other.connect() as b:
+            await dialect.lock(a, lock_id(engine.url, "history_a"), 1)
+            await dialect.lock(b, lock_id(engine.url, "history_b"), 1)  # does not wait
+            await dialect.unlock(a, lock_id(engine.url, "history_a"))
+            await dialect.unlock(b, lock_id(engine.url, "history_b"))
+    finally:
+        await other.dispose()
+
+
+def test_lock_names_differ_per_database_and_table() -> None:
+    url_a, url_b = sa.make_url("mysql+asyncmy://h/a"), sa.make_url("mysql+asyncmy://h/b")
+    names = {lock_id(u, t) for u in (url_a, url_b) for t in ("x", "y")}
+    assert len(names) == 4
+    assert all(len(n) <= 64 for n in names)  # GET_LOCK's limit
+
+
+async def test_create_and_drop_database(backend: str, tmp_path: Path) -> None:
+    require(backend)
+    if backend == "sqlite":
+        url = sa.make_url(f"sqlite+aiosqlite:///{tmp_path / 'scratch.db'}")
+    else:
+        url = sa.make_url(SERVERS[backend]).set(database=f"rung_t_{uuid.uuid4().hex[:12]}")
+    dialect = dialect_named(backend)
+    await dialect.create_database(url)
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("CREATE TABLE x (id INTEGER)"))
+    finally:
+        await engine.dispose()
+    await dialect.drop_database(url)
+    await dialect.drop_database(url)  # twice is fine
+    if backend == "sqlite":
+        assert not (tmp_path / "scratch.db").exists()
+    else:
+        admin = create_async_engine(SERVERS[backend])
+        try:
+            async with admin.connect() as conn:
+                query = (
+                    "SELECT datname FROM pg_database"
+                    if backend == "postgresql"
+                    else "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA"
+                )
+                names = (await conn.execute(sa.text(query))).scalars().all()
+        finally:
+            await admin.dispose()
+        assert url.database not in names
+
+
+@pytest.mark.parametrize("name", ["x; DROP DATABASE test", 'a"b', "a`b", "", "x" * 64])
+def test_scratch_database_names_are_validated(name: str) -> None:
+    with pytest.raises(ValueError):
+        checked_database_name(sa.make_url("postgresql+asyncpg://h/").set(database=name))
+
+
+def test_kept_after_failure() -> None:
+    create = Statement("CREATE TABLE c (id INTEGER)", None, 1.0)
+    insert = Statement("INSERT INTO c VALUES (1)", None, 1.0)
+    alter = Statement("  alter table c add x int", None, 1.0)
+    for name, cls in DIALECTS.items():
+        dialect = cls()
+        assert dialect.kept_after_failure([create, insert], in_transaction=False) == [
+            create,
+            insert,
+        ], name
+        kept = dialect.kept_after_failure([create, insert, alter, insert], in_transaction=True)
+        if dialect.transactional_ddl:
+            assert kept == [], name
+        else:  # MySQL/MariaDB: everything up to the last statement that commits implicitly
+            assert kept == [create, insert, alter], name
+            assert dialect.kept_after_failure([insert], in_transaction=True) == []
+
+
+async def test_status_works_for_a_read_only_user(
+    backend: str, db_url: str, engine: AsyncEngine, migrations: MigrationPackage
+) -> None:
+    """status never writes: an account that may only read sees the history."""
+    migrations.add("a", sql("CREATE TABLE a (id INTEGER PRIMARY KEY)"))
+    await rung.upgrade(engine, migrations.registry())
+    url = sa.make_url(db_url)
+    user = f"rung_ro_{uuid.uuid4().hex[:8]}"
+    grants = {
+        "postgresql": [
+            f"CREATE ROLE {user} LOGIN",
+            f'GRANT CONNECT ON DATABASE "{url.database}" TO {user}',
+            f"GRANT USAGE ON SCHEMA public TO {user}",
+            f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {user}",
+        ],
+        "mariadb": [
+            f"CREATE USER '{user}'@'%'",
+            f"CREATE USER '{user}'@'localhost'",
+            f"GRANT SELECT ON `{url.database}`.* TO '{user}'@'%'",
+            f"GRANT SELECT ON `{url.database}`.* TO '{user}'@'localhost'",
+        ],
+    }
+    revokes = {
+        "postgresql": [f"DROP OWNED BY {user}", f"DROP ROLE {user}"],
+        "mariadb": [f"DROP USER '{user}'@'%'", f"DROP USER '{user}'@'localhost'"],
+    }
+    if backend == "sqlite":
+        reader_url = sa.make_url(f"sqlite+aiosqlite:///file:{url.database}?mode=ro&uri=true")
+    else:
+        reader_url = url.set(username=user, password=None)
+    admin = create_async_engine(db_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            for statement in grants.get(backend, []):
+                await conn.execute(sa.text(statement))
+        reader = create_async_engine(reader_url)
+        try:
+            states = await rung.status(reader, migrations.registry())
+            assert [s.state for s in states] == [rung.State.APPLIED]
+            with pytest.raises(errors.HistoryError, match="may write"):  # it really cannot write
+                await rung.downgrade(reader, migrations.registry())
+        finally:
+            await reader.dispose()
+    finally:
+        async with admin.connect() as conn:
+            for statement in revokes.get(backend, []):
+                await conn.execute(sa.text(statement))
+        await admin.dispose()
