@@ -133,14 +133,20 @@ class History:
             )
         )
 
-    async def accept(self, conn: AsyncConnection, name: str, checksum: str) -> None:
-        """Mark ``name`` applied with ``checksum``, keeping its timing and journal if recorded."""
+    async def mark(
+        self, conn: AsyncConnection, name: str, checksum: str, *, state: str, direction: str
+    ) -> None:
+        """Set the state of ``name``, keeping its timing and journal if it has a row."""
         row = self.table.c.name == name
         if await conn.scalar(sa.select(sa.func.count()).where(row)):
             update = self.table.update().where(row)
-            await conn.execute(update.values(checksum=checksum, state="applied", direction="up"))
+            await conn.execute(update.values(checksum=checksum, state=state, direction=direction))
         else:
-            await self.write(conn, name, checksum, state="applied")
+            await self.write(conn, name, checksum, state=state, direction=direction)
+
+    async def accept(self, conn: AsyncConnection, name: str, checksum: str) -> None:
+        """Mark ``name`` applied with ``checksum``, keeping its timing and journal if recorded."""
+        await self.mark(conn, name, checksum, state="applied", direction="up")
 
     async def remove(self, conn: AsyncConnection, name: str) -> None:
         await conn.execute(self.table.delete().where(self.table.c.name == name))

@@ -233,7 +233,7 @@ async def _run_locked(
                 # Not atomic: leave a mark first, so an interrupted run is never mistaken
                 # for one that did not start.
                 migration = batch.migrations[0]
-                await history.write(
+                await history.mark(
                     conn,
                     migration.name,
                     migration.checksum,
@@ -340,24 +340,50 @@ async def _execute_alone(
     except _Failed as failed:
         kept = dialect.kept_after_failure(failed.statements, batch.in_transaction)
         try:
-            async with _writing(conn, dialect):
-                await history.write(
-                    conn,
-                    migration.name,
-                    migration.checksum,
-                    state="failed",
-                    direction=batch.direction.value,
-                    duration_ms=failed.duration_ms,
-                    error=_one_line(failed.cause),
-                    statements=kept,
-                )
+            await _record_failure(conn, dialect, history, failed, kept)
         except Exception as exc:
             logger.error(
-                "could not record %s as failed (%s); it stays marked as running",
+                "could not record the failure of %s (%s); it stays marked as running",
                 migration.name,
                 _one_line(exc),
             )
         raise _failure(failed, rolled_back=False, done=done, kept=kept) from failed.cause
+
+
+async def _record_failure(
+    conn: AsyncConnection,
+    dialect: Dialect,
+    history: History,
+    failed: _Failed,
+    kept: Sequence[Statement],
+) -> None:
+    """Replace the running mark: failed with what the database kept, or, when it kept
+    nothing, the state from before the attempt. A lost connection gets a fresh one."""
+    if conn.in_transaction() and not conn.invalidated:
+        await conn.rollback()
+    fresh = await conn.engine.connect() if conn.invalidated else None
+    target = fresh or conn
+    m = failed.migration
+    try:
+        async with _writing(target, dialect):
+            if kept:
+                await history.write(
+                    target,
+                    m.name,
+                    m.checksum,
+                    state="failed",
+                    direction=failed.direction.value,
+                    duration_ms=failed.duration_ms,
+                    error=_one_line(failed.cause),
+                    statements=kept,
+                )
+            elif failed.direction is Direction.UP:
+                await history.remove(target, m.name)
+            else:
+                await history.mark(target, m.name, m.checksum, state="applied", direction="up")
+    finally:
+        if fresh is not None:
+            await fresh.close()
 
 
 def _failure(
@@ -371,8 +397,12 @@ def _failure(
         if earlier:
             outcome += f"; committed before it in this run: {', '.join(earlier)}"
         hint = "fix the migration and run again"
+    elif not kept:
+        before = "pending" if direction == "up" else "applied"
+        outcome = f"the database kept none of its statements, so it stays {before}"
+        hint = "fix the migration and run again"
     else:
-        statements = "; ".join(s.sql.splitlines()[0][:120] for s in kept) or "none"
+        statements = "; ".join(s.sql.splitlines()[0][:120] for s in kept)
         outcome = (
             f"the database kept {len(kept)} statement(s) it had run before the failure: "
             f"{statements}"
