@@ -148,6 +148,11 @@ class History:
         """Mark ``name`` applied with ``checksum``, keeping its timing and journal if recorded."""
         await self.mark(conn, name, checksum, state="applied", direction="up")
 
+    def journal_update(self, name: str, statements: Sequence[Statement]) -> sa.Update:
+        """The statement that replaces the journal of ``name``'s row."""
+        journal = _journal(statements)
+        return self.table.update().where(self.table.c.name == name).values(journal=journal)
+
     async def remove(self, conn: AsyncConnection, name: str) -> None:
         await conn.execute(self.table.delete().where(self.table.c.name == name))
 

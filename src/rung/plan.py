@@ -140,6 +140,7 @@ def plan(
 
 def check_history(migrations: Sequence[Migration], history: Sequence[Record]) -> tuple[str, ...]:
     """Refuse histories a run must not touch; return warnings for the ones it may."""
+    history = _by_name(history)  # the table has no order: name the oldest problem first
     broken = [r for r in history if r.state != "applied"]
     if broken:
         raise NeedsRepair(_needs_repair(broken[0]), names=[r.name for r in broken])
@@ -174,12 +175,21 @@ def check_history(migrations: Sequence[Migration], history: Sequence[Record]) ->
 
 def _needs_repair(record: Record) -> str:
     how = "failed part-way" if record.state == "failed" else "was interrupted part-way"
-    kept = f"; it had run {len(record.statements)} statement(s)" if record.statements else ""
+    if record.statements:
+        shown = "; ".join(s.sql.splitlines()[0][:80] for s in record.statements[:3])
+        more = f" and {len(record.statements) - 3} more" if len(record.statements) > 3 else ""
+        kept = f"; the database kept: {shown}{more}"
+    else:
+        kept = "; the database may hold part of it"
     return (
-        f"migration {record.name} {how} ({record.direction}){kept} and the database may hold "
-        f"part of it; inspect the schema ('rung show {record.name}'), then run "
+        f"migration {record.name} {how} ({record.direction}){kept}; inspect the schema "
+        f"('rung show {record.name}'), undo or finish it, then run "
         f"'rung repair {record.name} --applied' or '--not-applied'"
     )
+
+
+def _by_name(history: Sequence[Record]) -> list[Record]:
+    return sorted(history, key=lambda r: r.name)
 
 
 def _more(names: Sequence[str]) -> str:
@@ -211,7 +221,7 @@ def _to_reverse(
     index: dict[str, int],
     request: Request,
 ) -> list[Migration]:
-    future = [r.name for r in history if r.name not in index]
+    future = sorted(r.name for r in history if r.name not in index)
     if future:
         raise UnknownApplied(
             f"migration {future[-1]} was applied by a newer release and this registry cannot "
@@ -271,7 +281,9 @@ def states(migrations: Sequence[Migration], history: Sequence[Record]) -> list[M
         else:
             state = State.MODIFIED if r.checksum != m.checksum else State.APPLIED
         result.append(_from_record(r, state, m.checksum))
-    result.extend(_from_record(r, State.UNKNOWN, None) for r in history if r.name in records)
+    result.extend(
+        _from_record(r, State.UNKNOWN, None) for r in _by_name(history) if r.name in records
+    )
     return result
 
 
@@ -327,7 +339,7 @@ def plan_repair(
             return []
         return [Repair(name, Resolution.MARK_APPLIED, checksum)]
     repairs = []
-    for r in history:
+    for r in _by_name(history):
         if name is not None and r.name != name:
             continue
         if r.state != "applied":

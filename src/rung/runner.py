@@ -12,8 +12,8 @@ import dataclasses
 import logging
 import textwrap
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,10 +69,15 @@ class Options:
 class Journal:
     """Records the statements executed on one connection while it is entered."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        on_statement: Callable[[list[Statement]], None] | None = None,
+    ) -> None:
         self.statements: list[Statement] = []
         self._conn = conn.sync_connection
         self._started = 0.0
+        self._on_statement = on_statement
 
     def __enter__(self) -> Journal:
         event.listen(self._conn, "before_cursor_execute", self._before)
@@ -90,6 +95,8 @@ class Journal:
         elapsed = (time.perf_counter() - self._started) * 1000
         shown = repr(params)[:MAX_PARAMS_CHARS] if params else None
         self.statements.append(Statement(textwrap.dedent(sql).strip(), shown, round(elapsed, 3)))
+        if self._on_statement is not None:
+            self._on_statement(self.statements)
 
 
 def masked(url: sa.URL) -> str:
@@ -208,7 +215,21 @@ async def _run_locked(
     request: Request,
     options: Options,
 ) -> list[Executed]:
+    async with AsyncExitStack() as cleanup:
+        return await _run_batches(conn, dialect, history, migrations, request, options, cleanup)
+
+
+async def _run_batches(
+    conn: AsyncConnection,
+    dialect: Dialect,
+    history: History,
+    migrations: Sequence[Migration],
+    request: Request,
+    options: Options,
+    cleanup: AsyncExitStack,
+) -> list[Executed]:
     done: list[Executed] = []
+    side: AsyncConnection | None = None  # journals non-atomic migrations as they go
     while request.steps is None or len(done) < request.steps:
         remaining = None if request.steps is None else request.steps - len(done)
         batch: Batch | None = None
@@ -242,7 +263,11 @@ async def _run_locked(
                 )
         except _Failed as failed:
             raise _failure(failed, rolled_back=True, done=done) from failed.cause
-        done.append(await _execute_alone(conn, dialect, history, batch, done))
+        if side is None:
+            side = await conn.engine.connect()
+            await side.execution_options(isolation_level="AUTOCOMMIT")
+            cleanup.push_async_callback(side.close)
+        done.append(await _execute_alone(conn, side, dialect, history, batch, done))
     return done
 
 
@@ -264,7 +289,11 @@ class _Failed(Exception):
 
 
 async def _execute(
-    conn: AsyncConnection, history: History, migration: Migration, direction: Direction
+    conn: AsyncConnection,
+    history: History,
+    migration: Migration,
+    direction: Direction,
+    on_statement: Callable[[list[Statement]], None] | None = None,
 ) -> Executed:
     """Run one migration's code on ``conn`` and record the result, in the current transaction."""
     verb = "applying" if direction is Direction.UP else "reverting"
@@ -281,7 +310,7 @@ async def _execute(
     fn = migration.up if direction is Direction.UP else migration.down
     assert fn is not None  # the planner refuses irreversible downgrades
     started = time.perf_counter()
-    with Journal(conn) as journal:
+    with Journal(conn, on_statement) as journal:
         try:
             await fn(conn)
         except Exception as exc:
@@ -316,24 +345,36 @@ async def _execute(
 
 async def _execute_alone(
     conn: AsyncConnection,
+    side: AsyncConnection,
     dialect: Dialect,
     history: History,
     batch: Batch | None,
     done: list[Executed],
 ) -> Executed:
     """A migration the database cannot roll back: in its own transaction, or in none."""
-    assert batch is not None
+    assert batch is not None and side.sync_connection is not None
     migration = batch.migrations[0]
+    side_sync = side.sync_connection
+    progress = [0]
+
+    def journal_kept(statements: list[Statement]) -> None:
+        """Keep the running mark's journal up to date with what the database has kept, on
+        a side connection, so that even a killed process leaves a precise record."""
+        kept = dialect.kept_after_failure(statements, batch.in_transaction)
+        if len(kept) > progress[0]:
+            progress[0] = len(kept)
+            side_sync.execute(history.journal_update(migration.name, kept))
+
     try:
         if batch.in_transaction:
             async with _writing(conn, dialect):
-                return await _execute(conn, history, migration, batch.direction)
+                return await _execute(conn, history, migration, batch.direction, journal_kept)
         assert conn.sync_connection is not None
         previous = conn.sync_connection.get_execution_options().get("isolation_level")
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         try:
             # History writes go through the same autocommit connection: one statement each.
-            return await _execute(conn, history, migration, batch.direction)
+            return await _execute(conn, history, migration, batch.direction, journal_kept)
         finally:
             await conn.commit()  # ends SQLAlchemy's logical transaction; the statements are in
             await conn.execution_options(isolation_level=previous or conn.default_isolation_level)

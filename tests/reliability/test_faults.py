@@ -98,8 +98,13 @@ async def test_sigkill_mid_migration(
     assert {"a", "b"} <= await table_names(engine)
     states = {s.name: s.state for s in await rung.status(engine, reg)}
     assert states == {names[0]: State.APPLIED, names[1]: State.RUNNING, names[2]: State.PENDING}
-    with pytest.raises(errors.NeedsRepair, match=f"{names[1]} was interrupted part-way"):
+    # The journal kept on the side says precisely what was committed: the CREATE TABLE, not
+    # the INSERT after it (rolled back with the killed transaction).
+    running = next(s for s in await rung.status(engine, reg) if s.name == names[1])
+    assert [s.sql for s in running.statements] == ["CREATE TABLE b (id INTEGER)"]
+    with pytest.raises(errors.NeedsRepair, match=f"{names[1]} was interrupted part-way") as caught:
         await rung.upgrade(engine, reg, lock_timeout=10)
+    assert "the database kept: CREATE TABLE b (id INTEGER);" in str(caught.value)
     # The person undoes what was kept and tells rung; the next run completes.
     async with engine.begin() as conn:
         await conn.execute(sa.text("DROP TABLE b"))
