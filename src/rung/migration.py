@@ -11,10 +11,12 @@ from __future__ import annotations
 import ast
 import hashlib
 import inspect
+import json
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from types import ModuleType
@@ -76,17 +78,73 @@ def checksum_of(up: Callable[..., Any], down: Callable[..., Any] | None) -> str:
     return _tree_checksum("\n".join(_dedent(s) for s in sources))
 
 
-_file_cache: dict[tuple[str, int, int], str] = {}
+class _ChecksumCache:
+    """Checksums by file, keyed by (mtime, size), in memory and in one small JSON file per
+    folder (``__pycache__/rung-checksums.json``), so a no-op run stats each migration
+    instead of reading and parsing it. A file changed in the last two seconds is never
+    trusted to the cache: an edit of the same size within one tick of the file system's
+    clock would otherwise keep the old checksum (git's "racily clean" rule)."""
+
+    FILE = "rung-checksums.json"
+    RACY_NS = 2_000_000_000
+
+    def __init__(self) -> None:
+        self._folders: dict[str, dict[str, list[Any]]] = {}
+        self._dirty: set[str] = set()
+
+    def checksum(self, path: str) -> str:
+        folder, name = os.path.split(path)
+        stat = os.stat(path)
+        entries = self._entries(folder)
+        entry = entries.get(name)
+        if entry and entry[0] == stat.st_mtime_ns and entry[1] == stat.st_size:
+            return str(entry[2])
+        with open(path, encoding="utf-8") as f:
+            value = _tree_checksum(f.read())
+        if time.time_ns() - stat.st_mtime_ns > self.RACY_NS:
+            entries[name] = [stat.st_mtime_ns, stat.st_size, value]
+            self._dirty.add(folder)
+        return value
+
+    def _entries(self, folder: str) -> dict[str, list[Any]]:
+        entries = self._folders.get(folder)
+        if entries is None:
+            try:
+                with open(os.path.join(folder, "__pycache__", self.FILE), encoding="utf-8") as f:
+                    loaded = json.load(f)
+                entries = loaded["files"] if loaded.get("format") == 1 else {}
+            except (OSError, ValueError, KeyError, AttributeError):
+                entries = {}
+            self._folders[folder] = entries
+        return entries
+
+    def save(self) -> None:
+        """Write the folders that changed; quietly skipped where the folder is read-only."""
+        for folder in self._dirty:
+            target = os.path.join(folder, "__pycache__", self.FILE)
+            try:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                temporary = f"{target}.{os.getpid()}.tmp"
+                with open(temporary, "w", encoding="utf-8") as f:
+                    json.dump({"format": 1, "files": self._folders[folder]}, f)
+                os.replace(temporary, target)
+            except OSError:
+                pass
+        self._dirty.clear()
+
+
+_cache = _ChecksumCache()
 
 
 def _file_checksum(path: str) -> str:
-    stat = os.stat(path)
-    key = (path, stat.st_mtime_ns, stat.st_size)
-    cached = _file_cache.get(key)
-    if cached is None:
-        with open(path, encoding="utf-8") as f:
-            cached = _file_cache[key] = _tree_checksum(f.read())
-    return cached
+    return _cache.checksum(path)
+
+
+def prime_checksums(migrations: Sequence[Migration]) -> None:
+    """Compute every checksum now and keep the cache for the next process."""
+    for m in migrations:
+        _ = m.checksum
+    _cache.save()
 
 
 def _dedent(source: str) -> str:
@@ -106,9 +164,11 @@ def _feed(node: object, digest: Any) -> None:
     if isinstance(node, ast.AST):
         digest.update(type(node).__name__.encode())
         digest.update(b"(")
-        body = getattr(node, "body", None)
+        body: Any = getattr(node, "body", None)
         for name in node._fields:
-            value = getattr(node, name, None)
+            value: Any = getattr(node, name, None)
+            if name == "values" and isinstance(node, ast.JoinedStr):
+                value = _joined_values(node.values)
             if value is None or value == []:
                 continue  # fields newer Pythons added (type_params, ...) are empty in old code
             if name == "body" and value is body and _is_docstring_holder(node):
@@ -126,7 +186,26 @@ def _feed(node: object, digest: Any) -> None:
             digest.update(b",")
         digest.update(b"]")
     else:
-        digest.update(f"{type(node).__name__}:{node!r}".encode())
+        # !a (ascii), not !r: repr() leaves characters it finds printable unescaped, and
+        # which ones are printable depends on the Unicode version of the running Python.
+        digest.update(f"{type(node).__name__}:{node!a}".encode())
+
+
+def _joined_values(values: list[ast.expr]) -> list[ast.expr]:
+    """An f-string's parts with empty text dropped and adjacent text merged: Python 3.12
+    adds ``Constant('')`` around replacement fields in format specs (``f"{x:{w}}"``),
+    which 3.10, 3.11 and 3.13 do not."""
+    parts: list[ast.expr] = []
+    for part in values:
+        if isinstance(part, ast.Constant) and isinstance(part.value, str):
+            if not part.value:
+                continue
+            last = parts[-1] if parts else None
+            if isinstance(last, ast.Constant) and isinstance(last.value, str):
+                parts[-1] = ast.Constant(last.value + part.value)
+                continue
+        parts.append(part)
+    return parts
 
 
 def _is_docstring_holder(node: ast.AST) -> bool:

@@ -156,7 +156,9 @@ def check_history(migrations: Sequence[Migration], history: Sequence[Record]) ->
             names=interleaved,
         )
     modified = [
-        r.name for r in history if r.name in registered and registered[r.name].checksum != r.checksum
+        r.name
+        for r in history
+        if r.name in registered and registered[r.name].checksum != r.checksum
     ]
     if modified:
         raise ChecksumMismatch(
@@ -356,4 +358,3 @@ def plan_baseline(
     """The migrations ``baseline`` records as applied without running: pending ones up to ``to``."""
     chosen = plan(migrations, history, Request(Direction.UP, to=to), transactional_ddl=True)
     return list(chosen.migrations)
-

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import itertools
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from rung.errors import ConfigError, RegistryError
-from rung.migration import NAME_FORMAT, NAME_PATTERN, Migration
+from rung.migration import NAME_FORMAT, NAME_PATTERN, Migration, prime_checksums
 
 Registry = Any  # an object with migrations(), or a sequence of Migration
 
@@ -45,12 +46,13 @@ def load_migrator(spec: str) -> Any:
 
 
 def migrations_of(registry: Registry) -> tuple[Migration, ...]:
-    """The registry's migrations in order, validated: raises ``RegistryError`` listing all problems."""
+    """The registry's migrations in order, validated; ``RegistryError`` lists all problems."""
     migrations = _collect(registry)
     problems = validate(migrations)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise RegistryError(problems[0] + more, problems=problems)
+    prime_checksums(migrations)
     return migrations
 
 
@@ -65,13 +67,13 @@ def _collect(registry: Registry) -> tuple[Migration, ...]:
             f"registry {registry!r} has no migrations() method and is not a sequence; "
             "give a class with a static migrations() returning a tuple of Migration"
         )
-    try:
-        return tuple(items)
-    except TypeError:
+    if not isinstance(items, Sequence) or isinstance(items, (str, bytes)):
+        # a set or a dict has no order of application; a string is no list of migrations
         raise RegistryError(
             f"migrations() of {registry!r} returned {type(items).__name__}, not a sequence; "
             "return a tuple of Migration"
-        ) from None
+        )
+    return tuple(items)
 
 
 def validate(migrations: Sequence[object]) -> list[str]:
@@ -100,7 +102,8 @@ def validate(migrations: Sequence[object]) -> list[str]:
             elif not inspect.iscoroutinefunction(fn):
                 what = "a plain function" if callable(fn) else f"not callable ({type(fn).__name__})"
                 problems.append(
-                    f"{attr} of migration {item.name} is {what}; define it as async def {attr}(conn)"
+                    f"{attr} of migration {item.name} is {what}; "
+                    f"define it as async def {attr}(conn)"
                 )
     return problems
 
@@ -129,12 +132,14 @@ def lint_folder(migrations: Sequence[Migration], folder: Path) -> list[str]:
         )
     for name in names:
         if name not in files:
-            problems.append(f"migration {name} is registered but {folder / name}.py does not exist")
-    for earlier, later in zip(names, names[1:]):
+            problems.append(
+                f"migration {name} is registered but {folder / name}.py does not exist; "
+                "restore the file or remove the migration from migrations() in lib.py"
+            )
+    for earlier, later in itertools.pairwise(names):
         if later < earlier:
             problems.append(
                 f"migration {later} is registered after {earlier} but its name sorts before it; "
                 "keep the registry in the order of the names' dates"
             )
     return problems
-

@@ -1,0 +1,34 @@
+"""The code stays as the house rules say: typed (mypy strict), linted (ruff), a tidy API."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import rung
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_mypy_strict() -> None:
+    result = run(sys.executable, "-m", "mypy")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff() -> None:
+    check = run(sys.executable, "-m", "ruff", "check", ".")
+    assert check.returncode == 0, check.stdout + check.stderr
+    fmt = run(sys.executable, "-m", "ruff", "format", "--check", ".")
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_public_api_is_short_sorted_and_real() -> None:
+    assert rung.__all__ == sorted(rung.__all__)
+    assert len(rung.__all__) <= 16
+    for name in rung.__all__:
+        assert getattr(rung, name) is not None, name
