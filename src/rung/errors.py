@@ -3,7 +3,8 @@
     RungError                       exit 1 unless stated
     ├── UsageError                  exit 2: arguments that cannot work (-n 0, --to and --all)
     ├── ConfigError                 exit 2: bad URL, missing driver, migrator that does not import
-    │   └── DatabaseUnreachable     exit 2: no connection within the timeout
+    │   ├── DatabaseUnreachable     exit 2: no connection within the timeout
+    │   └── ScratchUnavailable      exit 2: no scratch database could be created for verify/drift
     ├── RegistryError               the registry itself is wrong (bad or duplicate names, ...)
     ├── HistoryError                the tracking table is not one rung can read or write
     ├── LockTimeout                 another run held the lock for longer than the timeout
@@ -15,7 +16,9 @@
     │   ├── OutOfOrder              pending migrations older than applied ones
     │   └── Irreversible            a downgrade would cross a migration without down
     ├── MigrationFailed             a migration's own code raised; says what was kept
-    └── SchemaError                 verify found a down that does not undo its up, or drift
+    ├── SchemaError                 verify found a down that does not undo its up, or drift
+    ├── NoSnapshot                  exit 2: drift has no stored snapshot to compare with
+    └── ScaffoldError               init or new would overwrite a file, or lib.py is missing
 
 The CLI is the one place where these become ``rung: error: ...`` and an exit code.
 """
@@ -44,6 +47,10 @@ class ConfigError(RungError):
 
 
 class DatabaseUnreachable(ConfigError):
+    pass
+
+
+class ScratchUnavailable(ConfigError):
     pass
 
 
@@ -112,7 +119,15 @@ class MigrationFailed(RungError):
         self.committed = tuple(committed)
 
 
+class NoSnapshot(RungError):
+    exit_code = 2
+
+
 class SchemaError(RungError):
     def __init__(self, message: str, *, differences: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.differences = tuple(differences)
+
+
+class ScaffoldError(RungError):
+    """``rung init`` or ``rung new`` cannot write what it must without overwriting a file."""

@@ -268,6 +268,9 @@ async def _run_batches(
             await side.execution_options(isolation_level="AUTOCOMMIT")
             cleanup.push_async_callback(side.close)
         done.append(await _execute_alone(conn, side, dialect, history, batch, done))
+    if done:  # what 'rung drift' compares the live schema with
+        async with _writing(conn, dialect):
+            await store_snapshot(conn, history)
     return done
 
 
@@ -467,6 +470,12 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(orig if orig is not None else exc).__name__}: {first}"[:500]
 
 
+async def store_snapshot(conn: AsyncConnection, history: History) -> None:
+    from rung.drift import store_snapshot as store  # drift builds on the runner
+
+    await store(conn, history)
+
+
 async def upgrade(
     engine: AsyncEngine,
     migrator: Registry,
@@ -557,4 +566,6 @@ async def baseline(
         chosen = plan_baseline(migrations, await history.read(conn), to)
         for m in chosen:
             await history.write(conn, m.name, m.checksum, state="applied")
+        if chosen:
+            await store_snapshot(conn, history)
     return [m.name for m in chosen]

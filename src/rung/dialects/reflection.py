@@ -6,9 +6,10 @@ A reader is a plain function ``(sync Connection) -> Snapshot``, run through
 number of tables (SQLite, whose PRAGMAs run in-process, is exempt), and normalised text
 (types, defaults, check clauses, view definitions) so that two equal schemas give equal
 snapshots on the same backend. ``read_with_inspector`` uses SQLAlchemy's multi-object
-reflection calls and serves backends without a module in ``READERS`` (SQLite); a backend
-whose catalog needs more (PostgreSQL's enums and extensions) or whose SQLAlchemy dialect
-reflects table by table (MySQL/MariaDB) names its module there, imported on first use.
+reflection calls and serves any backend without a module in ``READERS``; a backend whose
+catalog holds more (PostgreSQL's enums and extensions), or whose SQLAlchemy dialect
+reflects table by table (MySQL/MariaDB) or skips things (SQLite's expression indexes),
+names its module there, imported on first use.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ READERS: dict[str, str] = {
     "postgresql": "rung.dialects.postgresql_schema",
     "mysql": "rung.dialects.mysql_schema",
     "mariadb": "rung.dialects.mysql_schema",
+    "sqlite": "rung.dialects.sqlite_schema",
 }
 
 
@@ -67,11 +69,12 @@ def inspector_tables(
     checks = inspector.get_multi_check_constraints()
     tables = []
     for key, cols in columns.items():
+        pk = pks.get(key)
         tables.append(
             Table(
                 name=key[1],
                 columns=tuple(_column(c, conn.dialect, default_text) for c in cols),
-                primary_key=tuple(pks.get(key, {}).get("constrained_columns") or ()),
+                primary_key=tuple(pk["constrained_columns"] if pk else ()),
                 indexes=tuple(_index(i) for i in indexes.get(key, []) if _own_index(i)),
                 foreign_keys=tuple(_foreign_key(f) for f in fks.get(key, [])),
                 uniques=tuple(

@@ -1,0 +1,134 @@
+"""MySQL's and MariaDB's schema reader: seven ``information_schema`` queries for the whole
+database, because SQLAlchemy's MySQL dialect reflects one ``SHOW CREATE TABLE`` per table.
+
+Normalised: types as ``COLUMN_TYPE`` writes them, upper-cased (``INT(11)``); a ``NULL``
+default is no default; ``ON UPDATE`` joins the default; RESTRICT is the default referential
+action (InnoDB treats NO ACTION the same); a unique key is a unique index (MySQL has no
+other kind); view definitions lose the database name MySQL writes into them, so a scratch
+copy compares equal. MariaDB sequences are listed with the sequences.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import sqlalchemy as sa
+
+from rung.dialects.reflection import action, squeeze, unwrap
+from rung.schema import Check, Column, ForeignKey, Index, Snapshot, Table, View
+
+_HERE = "TABLE_SCHEMA = DATABASE()"
+_TABLES = sa.text(f"SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE {_HERE}")
+_COLUMNS = sa.text(
+    "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_DEFAULT, EXTRA, "
+    f"GENERATION_EXPRESSION FROM information_schema.COLUMNS WHERE {_HERE}"
+)
+_INDEXES = sa.text(
+    "SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME, SUB_PART "
+    f"FROM information_schema.STATISTICS WHERE {_HERE} "
+    "ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX"
+)
+_FOREIGN_KEYS = sa.text(
+    "SELECT k.TABLE_NAME, k.CONSTRAINT_NAME, k.COLUMN_NAME, k.REFERENCED_TABLE_NAME, "
+    "k.REFERENCED_COLUMN_NAME, r.DELETE_RULE, r.UPDATE_RULE "
+    "FROM information_schema.KEY_COLUMN_USAGE k "
+    "JOIN information_schema.REFERENTIAL_CONSTRAINTS r "
+    "ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.TABLE_NAME = k.TABLE_NAME "
+    "AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME "
+    "WHERE k.TABLE_SCHEMA = DATABASE() ORDER BY k.ORDINAL_POSITION"
+)
+# MariaDB names checks per table and says which; MySQL 8 names them per schema.
+_CHECKS_MARIADB = sa.text(
+    "SELECT TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+    "WHERE CONSTRAINT_SCHEMA = DATABASE()"
+)
+_CHECKS_MYSQL = sa.text(
+    "SELECT t.TABLE_NAME, c.CONSTRAINT_NAME, c.CHECK_CLAUSE "
+    "FROM information_schema.CHECK_CONSTRAINTS c JOIN information_schema.TABLE_CONSTRAINTS t "
+    "ON t.CONSTRAINT_SCHEMA = c.CONSTRAINT_SCHEMA AND t.CONSTRAINT_NAME = c.CONSTRAINT_NAME "
+    "AND t.CONSTRAINT_TYPE = 'CHECK' WHERE c.CONSTRAINT_SCHEMA = DATABASE()"
+)
+_VIEWS = sa.text(
+    f"SELECT TABLE_NAME, VIEW_DEFINITION, DATABASE() FROM information_schema.VIEWS WHERE {_HERE}"
+)
+_DEFAULT_ACTIONS = ("RESTRICT", "NO ACTION")
+
+
+def read(conn: sa.Connection) -> Snapshot:
+    kinds: dict[str, str] = {name: kind for name, kind in conn.execute(_TABLES)}
+    names = {name for name, kind in kinds.items() if kind in ("BASE TABLE", "SYSTEM VERSIONED")}
+    parts: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    for row in conn.execute(_COLUMNS):
+        parts[row[0]]["columns"].append(_column(*row[1:]))
+    indexes: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for table, index, non_unique, column, sub_part in conn.execute(_INDEXES):
+        shown = column if column is not None else "(expression)"
+        indexes[table, index].append((f"{shown}({sub_part})" if sub_part else shown, non_unique))
+    for (table, index), cols in indexes.items():
+        if index == "PRIMARY":
+            parts[table]["primary_key"] = [c for c, _ in cols]
+        else:
+            unique = not int(cols[0][1])
+            parts[table]["indexes"].append(Index(index, tuple(c for c, _ in cols), unique))
+    foreign: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for table, name, *rest in conn.execute(_FOREIGN_KEYS):
+        foreign[table, name].append(rest)
+    for (table, name), rows in foreign.items():
+        parts[table]["foreign_keys"].append(_foreign_key(name, rows))
+    mariadb = bool(getattr(conn.dialect, "is_mariadb", False))
+    for table, name, clause in conn.execute(_CHECKS_MARIADB if mariadb else _CHECKS_MYSQL):
+        parts[table]["checks"].append(Check(unwrap(squeeze(clause)), name))
+    views = tuple(View(name, _view_text(text, db)) for name, text, db in conn.execute(_VIEWS))
+    return Snapshot(
+        dialect=conn.dialect.name,
+        tables=tuple(_table(name, parts[name]) for name in names),
+        views=views,
+        sequences=tuple(name for name, kind in kinds.items() if kind == "SEQUENCE"),
+    )
+
+
+def _table(name: str, part: dict[str, list[Any]]) -> Table:
+    return Table(
+        name=name,
+        columns=tuple(part["columns"]),
+        primary_key=tuple(part["primary_key"]),
+        indexes=tuple(part["indexes"]),
+        foreign_keys=tuple(part["foreign_keys"]),
+        checks=tuple(part["checks"]),
+    )
+
+
+def _column(
+    name: str, type_: str, nullable: str, default: str | None, extra: str, generated: str | None
+) -> Column:
+    extra = squeeze(extra or "")
+    if default is not None and default.upper() == "NULL":
+        default = None
+    on_update = extra.lower().find("on update ")
+    if on_update >= 0:
+        default = f"{default or 'NULL'} {extra[on_update:].upper()}"
+    return Column(
+        name=name,
+        type=squeeze(type_).upper(),
+        nullable=nullable == "YES",
+        default=default,
+        autoincrement="auto_increment" in extra.lower(),
+        generated=unwrap(squeeze(generated)) if generated else None,
+    )
+
+
+def _foreign_key(name: str, rows: list[Any]) -> ForeignKey:
+    referred_table, on_delete, on_update = rows[0][1], rows[0][3], rows[0][4]
+    return ForeignKey(
+        columns=tuple(r[0] for r in rows),
+        referred_table=referred_table,
+        referred_columns=tuple(r[2] for r in rows),
+        ondelete=action(on_delete, default=_DEFAULT_ACTIONS),
+        onupdate=action(on_update, default=_DEFAULT_ACTIONS),
+        name=name,
+    )
+
+
+def _view_text(text: str, database: str) -> str:
+    return squeeze(text.replace(f"`{database}`.", ""))

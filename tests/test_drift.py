@@ -1,0 +1,167 @@
+"""``drift`` on SQLite, PostgreSQL and MariaDB, against the stored snapshot and against a
+replay of the history: what it names, what it leaves alone, and what only replay sees."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import rung
+from conftest import MigrationPackage
+from rung import errors
+from rung.drift import check_drift, drift, stored_snapshot
+from rung.history import History
+from safety_nets import assert_scratch_dropped, execute, listen, statements, upgrade_and_store
+
+ITEMS = (
+    "CREATE TABLE items (id INTEGER PRIMARY KEY, status VARCHAR(20) NOT NULL DEFAULT 'a')",
+    "CREATE INDEX ix_items_status ON items (status)",
+)
+NEW_DEFAULT = {
+    "postgresql": ("ALTER TABLE items ALTER COLUMN status SET DEFAULT 'b'",),
+    "mariadb": ("ALTER TABLE items ALTER COLUMN status SET DEFAULT 'b'",),
+    "sqlite": (  # SQLite cannot alter a column: rebuild the table, as people do
+        "DROP TABLE items",
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, status VARCHAR(20) NOT NULL DEFAULT 'b')",
+        "CREATE INDEX ix_items_status ON items (status)",
+    ),
+}
+DROP_INDEX = {
+    "postgresql": "DROP INDEX ix_items_status",
+    "mariadb": "DROP INDEX ix_items_status ON items",
+    "sqlite": "DROP INDEX ix_items_status",
+}
+IN_DB = "(in the database, not in the migrations)"
+
+
+async def both(engine: AsyncEngine, registry: object, **kwargs: object) -> list[list[str]]:
+    """The lines of drift against the stored snapshot and against a replay."""
+    stored = await drift(engine, registry, **kwargs)  # type: ignore[arg-type]
+    replayed = await drift(engine, registry, replay=True, **kwargs)  # type: ignore[arg-type]
+    assert (stored.baseline, replayed.baseline) == ("stored", "replay")
+    return [[str(d) for d in r.differences] for r in (stored, replayed)]
+
+
+async def test_the_template_example_names_todos_temp_flag(engine: AsyncEngine) -> None:
+    from server.migration.src.lib import Migrator
+
+    await upgrade_and_store(engine, Migrator)
+    assert await both(engine, Migrator) == [[], []]
+
+    await execute(engine, "ALTER TABLE todos ADD COLUMN temp_flag TEXT")
+
+    line = f"+ column todos.temp_flag TEXT NULL {IN_DB}"
+    assert await both(engine, Migrator) == [[line], [line]]
+    assert (await drift(engine, Migrator)).has_drift
+
+
+CHANGES = {
+    "added column": lambda backend: ["ALTER TABLE items ADD COLUMN note VARCHAR(20)"],
+    "dropped index": lambda backend: [DROP_INDEX[backend]],
+    "changed default": lambda backend: list(NEW_DEFAULT[backend]),
+    "extra table": lambda backend: ["CREATE TABLE extra (id INTEGER)"],
+}
+EXPECTED = {
+    "added column": f"+ column items.note VARCHAR(20) NULL {IN_DB}",
+    "dropped index": "- index ix_items_status on items (status) "
+    "(in the migrations, not in the database)",
+    "changed default": "~ column items.status: default 'a' -> 'b'",
+    "extra table": f"+ table extra {IN_DB}",
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+async def test_drift_names_a_change_made_by_hand(
+    backend: str, engine: AsyncEngine, migrations: MigrationPackage, change: str
+) -> None:
+    migrations.add("items", statements(*ITEMS), statements("DROP TABLE items"))
+    await upgrade_and_store(engine, migrations.registry())
+
+    await execute(engine, *CHANGES[change](backend))
+
+    assert await both(engine, migrations.registry()) == [[EXPECTED[change]]] * 2
+
+
+async def test_replay_also_finds_drift_made_before_the_last_run(
+    engine: AsyncEngine, migrations: MigrationPackage, caplog: pytest.LogCaptureFixture
+) -> None:
+    listen(caplog)
+    migrations.add("items", statements(*ITEMS), statements("DROP TABLE items"))
+    await upgrade_and_store(engine, migrations.registry())
+    await execute(engine, "ALTER TABLE items ADD COLUMN note VARCHAR(20)")
+    migrations.add("tags", statements("CREATE TABLE tags (id INTEGER)"), "pass")
+    await upgrade_and_store(engine, migrations.registry())  # stores the drifted schema
+
+    stored, replayed = await both(engine, migrations.registry())
+
+    assert stored == []
+    assert replayed == [f"+ column items.note VARCHAR(20) NULL {IN_DB}"]
+    await assert_scratch_dropped(caplog, "drift")
+
+
+async def test_replay_applies_only_what_the_history_records(
+    engine: AsyncEngine, migrations: MigrationPackage
+) -> None:
+    migrations.add("items", statements(*ITEMS), statements("DROP TABLE items"))
+    applied = migrations.registry()
+    migrations.add("tags", statements("CREATE TABLE tags (id INTEGER)"), "pass")
+    await rung.upgrade(engine, applied)
+
+    report = await drift(engine, migrations.registry(), replay=True)
+
+    assert not report.has_drift  # tags is pending, so not part of the expected schema
+
+
+async def test_excluded_tables_are_not_drift(
+    engine: AsyncEngine, migrations: MigrationPackage
+) -> None:
+    migrations.add("items", statements(*ITEMS), statements("DROP TABLE items"))
+    await upgrade_and_store(engine, migrations.registry())
+    await execute(engine, "CREATE TABLE audit_log (id INTEGER)")
+
+    assert await both(engine, migrations.registry(), exclude=["audit_*"]) == [[], []]
+
+
+async def test_without_a_stored_snapshot_stored_drift_says_what_to_do(
+    engine: AsyncEngine, migrations: MigrationPackage
+) -> None:
+    migrations.add("items", statements(*ITEMS), statements("DROP TABLE items"))
+    with pytest.raises(errors.NoSnapshot, match="--replay"):
+        await drift(engine, migrations.registry())  # nothing there at all
+    await rung.upgrade(engine, migrations.registry())
+    history = History()
+    async with engine.begin() as conn:  # as if an older rung had run the upgrade
+        await conn.execute(history.meta.delete().where(history.meta.c.key == "snapshot"))
+    async with engine.connect() as conn:
+        assert await stored_snapshot(conn, history) is None
+
+    with pytest.raises(errors.NoSnapshot, match="run an upgrade first"):
+        await drift(engine, migrations.registry())
+    async with engine.connect() as conn:
+        with pytest.raises(errors.NoSnapshot):
+            await check_drift(conn, history)
+    assert not (await drift(engine, migrations.registry(), replay=True)).has_drift
+
+
+async def test_check_drift_for_upgrade(engine: AsyncEngine, migrations: MigrationPackage) -> None:
+    migrations.add("items", statements(*ITEMS), statements("DROP TABLE items"))
+    history = History()
+    async with engine.connect() as conn:
+        assert await check_drift(conn, history) == []  # rung never ran here: nothing to drift from
+
+    await upgrade_and_store(engine, migrations.registry())
+    await execute(engine, "CREATE TABLE extra (id INTEGER)", "CREATE TABLE audit_x (id INTEGER)")
+
+    async with engine.connect() as conn:
+        found = await check_drift(conn, history, exclude=["audit_*"])
+    assert [str(d) for d in found] == [f"+ table extra {IN_DB}"]
+
+
+async def test_upgrade_and_downgrade_store_the_snapshot_they_leave(
+    engine: AsyncEngine, migrations: MigrationPackage
+) -> None:
+    migrations.add("items", statements(*ITEMS), statements("DROP TABLE items"))
+    await rung.upgrade(engine, migrations.registry())
+    assert not (await drift(engine, migrations.registry())).has_drift
+    await rung.downgrade(engine, migrations.registry())
+    assert not (await drift(engine, migrations.registry())).has_drift

@@ -1,0 +1,217 @@
+"""Schema snapshots on SQLite, PostgreSQL and MariaDB: what they read, that equal schemas
+give equal values (also in another database), the JSON round trip, the lines of a diff,
+and a catalog query count that does not grow with the number of tables."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import rung
+from conftest import MigrationPackage
+from rung.schema import (
+    Check,
+    Column,
+    EnumType,
+    ForeignKey,
+    Index,
+    Snapshot,
+    Table,
+    Unique,
+    View,
+    diff,
+    snapshot,
+)
+from rung.scratch import scratch_database
+from safety_nets import execute, live_snapshot, statements
+
+SCHEMA = (
+    "CREATE TABLE owners (id INTEGER PRIMARY KEY, email VARCHAR(100) NOT NULL, UNIQUE (email))",
+    "CREATE TABLE items (id INTEGER PRIMARY KEY, owner_id INTEGER, name VARCHAR(50) NOT NULL, "
+    "status VARCHAR(20) NOT NULL DEFAULT 'open', qty INTEGER, "
+    "CONSTRAINT ck_items_qty CHECK (qty >= 0), "
+    "FOREIGN KEY (owner_id) REFERENCES owners (id) ON DELETE CASCADE)",
+    "CREATE INDEX ix_items_status ON items (status)",
+    "CREATE VIEW open_items AS SELECT id, name FROM items WHERE status = 'open'",
+)
+
+
+def unique_keys(table: Table) -> set[tuple[str, ...]]:
+    """Unique constraints, or unique indexes where that is what the database makes of them."""
+    return {u.columns for u in table.uniques} | {i.columns for i in table.indexes if i.unique}
+
+
+async def test_snapshot_reads_tables_columns_constraints_and_views(
+    engine: AsyncEngine, migrations: MigrationPackage
+) -> None:
+    migrations.add("schema", statements(*SCHEMA))
+    await rung.upgrade(engine, migrations.registry())  # the tracking tables exist now
+
+    found = await live_snapshot(engine)
+
+    assert [t.name for t in found.tables] == ["items", "owners"]
+    items, owners = found.tables
+    columns = {c.name: c for c in items.columns}
+    assert set(columns) == {"id", "owner_id", "name", "status", "qty"}
+    status = columns["status"]
+    assert (status.type, status.nullable, status.default) == ("VARCHAR(20)", False, "'open'")
+    assert columns["qty"].nullable and columns["qty"].default is None
+    assert items.primary_key == ("id",)
+    assert items.foreign_keys == (ForeignKey(("owner_id",), "owners", ("id",), "CASCADE"),)
+    assert [c.sqltext.replace("`", "") for c in items.checks] == ["qty >= 0"]
+    assert Index("ix_items_status", ("status",)) in items.indexes
+    assert unique_keys(owners) == {("email",)}
+    assert [v.name for v in found.views] == ["open_items"]
+
+
+async def test_equal_schemas_give_equal_snapshots_in_another_database_and_through_json(
+    engine: AsyncEngine,
+) -> None:
+    await execute(engine, *SCHEMA)
+    first = await live_snapshot(engine)
+
+    async with scratch_database(engine.url) as other:
+        await execute(other, *SCHEMA)
+        elsewhere = await live_snapshot(other)
+
+    assert elsewhere == first
+    assert diff(first, elsewhere) == []
+    assert Snapshot.from_json(first.to_json()) == first
+    assert await live_snapshot(engine) == first
+
+
+async def test_exclude_patterns_and_tracking_tables_are_left_out(
+    engine: AsyncEngine, migrations: MigrationPackage
+) -> None:
+    migrations.add("t", statements("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
+    await rung.upgrade(engine, migrations.registry(), table="app_history")
+    await execute(
+        engine, "CREATE TABLE audit_log (id INTEGER)", "CREATE TABLE audit_x (id INTEGER)"
+    )
+
+    everything = await live_snapshot(engine, ignore_tables=())
+    assert [t.name for t in everything.tables] == [
+        "app_history",
+        "app_history_meta",
+        "audit_log",
+        "audit_x",
+        "t",
+    ]
+    kept = await live_snapshot(
+        engine, exclude=["audit_*"], ignore_tables=["app_history", "app_history_meta"]
+    )
+    assert [t.name for t in kept.tables] == ["t"]
+
+
+def test_diff_prints_one_readable_line_per_difference() -> None:
+    status = Column("status", "VARCHAR(32)", False, "'pending'")
+    todos = Table(
+        "todos",
+        (Column("id", "VARCHAR(36)", False), status),
+        ("id",),
+        (Index("ix_todos_status", ("status",)),),
+        (ForeignKey(("owner_id",), "owners", ("id",), name="fk_a"),),
+        (Unique(("id", "status")),),
+        (Check("length(status) > 0", "ck"),),
+    )
+    expected = Snapshot("postgresql", (todos,), (View("v", "SELECT 1"),), (EnumType("m", ("a",)),))
+    changed = Table(
+        "todos",
+        (
+            todos.columns[0],
+            Column("status", "VARCHAR(32)", False, "'open'"),
+            Column("temp_flag", "TEXT"),
+        ),
+        ("id",),
+        (),
+        (ForeignKey(("owner_id",), "owners", ("id",), "CASCADE", name="other_name"),),
+        (Unique(("id", "status"), "renamed"),),
+        (Check("length(status) > 0", "renamed"),),
+    )
+    actual = Snapshot(
+        "postgresql",
+        (changed, Table("extra", (Column("id", "INTEGER"),))),
+        (View("v", "SELECT 2"),),
+        (EnumType("m", ("a", "b")),),
+        extensions=("pg_trgm",),
+    )
+
+    assert [str(d) for d in diff(expected, actual)] == [
+        "+ table extra (in the database, not in the migrations)",
+        "~ column todos.status: default 'pending' -> 'open'",
+        "+ column todos.temp_flag TEXT NULL (in the database, not in the migrations)",
+        "~ foreign key todos (owner_id) -> owners (id): no actions -> ON DELETE CASCADE",
+        "- index ix_todos_status on todos (status) (in the migrations, not in the database)",
+        "~ view v: SELECT 1 -> SELECT 2",
+        "~ enum m: ('a') -> ('a', 'b')",
+        "+ extension pg_trgm (in the database, not in the migrations)",
+    ]
+    assert diff(expected, expected) == []
+    assert Snapshot.from_json(actual.to_json()) == actual
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_postgresql_enums_sequences_and_extensions_are_part_of_the_schema(
+    engine: AsyncEngine,
+) -> None:
+    before = await live_snapshot(engine)
+    await execute(
+        engine,
+        "CREATE TYPE mood AS ENUM ('sad', 'happy')",
+        "CREATE SEQUENCE ticket_numbers",
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+        "CREATE TABLE serials (id SERIAL PRIMARY KEY, m mood DEFAULT 'sad')",
+    )
+
+    lines = [
+        str(d)
+        for d in diff(before, await live_snapshot(engine), actual_as="now", expected_as="before")
+    ]
+
+    assert lines == [
+        "+ table serials (now, not before)",
+        "+ enum mood ('sad', 'happy') (now, not before)",
+        "+ sequence serials_id_seq (now, not before)",
+        "+ sequence ticket_numbers (now, not before)",
+        "+ extension pg_trgm (now, not before)",
+    ]
+    serials = (await live_snapshot(engine)).tables[0]
+    assert {c.name: (c.type, c.default, c.autoincrement) for c in serials.columns} == {
+        "id": ("INTEGER", "nextval('serials_id_seq')", True),
+        "m": ("mood", "'sad'", False),
+    }
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"], indirect=True)
+async def test_snapshot_query_count_does_not_grow_with_the_number_of_tables(
+    engine: AsyncEngine,
+) -> None:
+    async def tables_upto(first: int, last: int) -> None:
+        await execute(
+            engine,
+            *(
+                f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY, ref INTEGER, "
+                f"v VARCHAR(10) DEFAULT 'x', CONSTRAINT ck_t{i} CHECK (ref > 0), "
+                "FOREIGN KEY (ref) REFERENCES t0 (id), UNIQUE (v))"
+                for i in range(first, last)
+            ),
+        )
+
+    async def statements_of_a_snapshot() -> tuple[int, int]:
+        seen: list[str] = []
+        async with engine.connect() as conn:
+            listener = lambda *args: seen.append(args[2])  # noqa: E731
+            sa.event.listen(conn.sync_connection, "before_cursor_execute", listener)
+            found = await snapshot(conn)
+        return len(seen), len(found.tables)
+
+    await execute(engine, "CREATE TABLE t0 (id INTEGER PRIMARY KEY)")
+    await tables_upto(1, 5)
+    await statements_of_a_snapshot()  # SQLAlchemy caches a few catalog lookups once per engine
+    few = await statements_of_a_snapshot()
+    await tables_upto(5, 200)
+    many = await statements_of_a_snapshot()
+
+    assert (few[1], many[1]) == (5, 200)
+    assert many[0] == few[0]

@@ -1,0 +1,245 @@
+"""``verify`` on SQLite, PostgreSQL and MariaDB: a correct history passes; a down that
+forgets something, or an up that cannot run again after its down, is caught and named;
+the scratch database is always dropped, also after a failure or a cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from conftest import MigrationPackage, sql
+from rung import errors
+from rung.verify import verify
+from safety_nets import (
+    assert_scratch_dropped,
+    exists,
+    listen,
+    live_snapshot,
+    scratch_urls,
+    statements,
+)
+
+BASE_UP = statements(
+    "CREATE TABLE owners (id INTEGER PRIMARY KEY)",
+    "CREATE TABLE items (id INTEGER PRIMARY KEY, owner_id INTEGER, name VARCHAR(50), "
+    "status VARCHAR(20) DEFAULT 'a', qty INTEGER)",
+    "CREATE TABLE settings (k VARCHAR(20) PRIMARY KEY)",
+)
+BASE_DOWN = statements("DROP TABLE settings", "DROP TABLE items", "DROP TABLE owners")
+
+
+def rebuild_items(default: str = "'a'", extra: str = "") -> str:
+    """Recreate items: the one way to change a default or a constraint on all three."""
+    return statements(
+        "DROP TABLE items",
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, owner_id INTEGER, name VARCHAR(50), "
+        f"status VARCHAR(20) DEFAULT {default}, qty INTEGER{extra})",
+    )
+
+
+GOOD = (
+    "add_notes",
+    statements(
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, item_id INTEGER NOT NULL, "
+        "body TEXT, FOREIGN KEY (item_id) REFERENCES items (id))",
+        "CREATE INDEX ix_notes_item ON notes (item_id)",
+    ),
+    statements("DROP TABLE notes"),
+)
+
+
+async def test_a_correct_history_passes(engine: AsyncEngine, migrations: MigrationPackage) -> None:
+    first = migrations.add("base", BASE_UP, BASE_DOWN)
+    second = migrations.add(*GOOD)
+    before = await live_snapshot(engine)
+
+    report = await verify(engine, migrations.registry())
+
+    assert report.ok, [str(f) for f in report.failures]
+    assert report.checked == (first, second)
+    assert await live_snapshot(engine) == before  # the target was never touched
+
+
+async def test_the_template_history_passes(engine: AsyncEngine) -> None:
+    from server.migration.src.lib import Migrator
+
+    report = await verify(engine, Migrator)
+
+    assert report.ok and report.checked == ("m20260408_000001_create_todos_table",)
+
+
+FORGETFUL_DOWNS = {
+    "column": (
+        "add_priority",
+        sql("ALTER TABLE items ADD COLUMN priority INTEGER"),
+        "down of {} leaves column items.priority behind",
+    ),
+    "index": (
+        "index_names",
+        sql("CREATE INDEX ix_items_name ON items (name)"),
+        "down of {} leaves index ix_items_name behind",
+    ),
+    "default": (
+        "status_defaults_to_b",
+        rebuild_items(default="'b'"),
+        "down of {} leaves column items.status changed (default 'a' -> 'b')",
+    ),
+    "foreign key": (
+        "items_belong_to_owners",
+        rebuild_items(extra=", FOREIGN KEY (owner_id) REFERENCES owners (id) ON DELETE CASCADE"),
+        "down of {} leaves foreign key items (owner_id) -> owners (id) behind",
+    ),
+    "check constraint": (
+        "qty_not_negative",
+        rebuild_items(extra=", CONSTRAINT ck_qty CHECK (qty >= 0)"),
+        "down of {} leaves check constraint items (",
+    ),
+}
+
+
+@pytest.mark.parametrize("forgotten", FORGETFUL_DOWNS)
+async def test_a_down_that_forgets_something_is_caught_and_named(
+    engine: AsyncEngine, migrations: MigrationPackage, forgotten: str
+) -> None:
+    slug, up, message = FORGETFUL_DOWNS[forgotten]
+    migrations.add("base", BASE_UP, BASE_DOWN)
+    buggy = migrations.add(slug, up, "pass")
+    last = migrations.add(*GOOD)
+
+    report = await verify(engine, migrations.registry())
+
+    assert not report.ok
+    failure = report.failures[0]
+    assert (failure.name, failure.step) == (buggy, "down")
+    assert failure.message.startswith(message.format(buggy))
+    lines = [str(d) for d in failure.differences]
+    assert any(forgotten in line for line in lines), lines
+    if len(report.failures) == 1:  # up ran again over the leftover: the checks went on
+        assert report.checked == (*migrations.names[:2], last)
+    else:  # the leftover made up fail when run again, which is reported too
+        assert report.failures[1].step == "up again"
+        assert report.not_checked == (last,)
+
+
+async def test_an_up_that_cannot_run_again_after_its_down_is_caught(
+    engine: AsyncEngine, migrations: MigrationPackage, caplog: pytest.LogCaptureFixture
+) -> None:
+    listen(caplog)
+    migrations.add("base", BASE_UP, BASE_DOWN)
+    seeds = migrations.add(
+        "seed_mode",
+        statements("CREATE TABLE extra (id INTEGER)", "INSERT INTO settings (k) VALUES ('mode')"),
+        statements("DROP TABLE extra"),  # forgets the row: the second INSERT collides
+    )
+    later = migrations.add(*GOOD)
+
+    report = await verify(engine, migrations.registry())
+
+    [failure] = report.failures
+    assert (failure.name, failure.step) == (seeds, "up again")
+    assert failure.message.startswith(f"up of {seeds} fails when run again after its down: ")
+    assert report.not_checked == (later,)
+    await assert_scratch_dropped(caplog, "verify")
+
+
+async def test_start_after_skips_the_known_good_part(
+    engine: AsyncEngine, migrations: MigrationPackage
+) -> None:
+    old = migrations.add("base", BASE_UP, "pass")  # broken, but long since accepted
+    new = migrations.add(*GOOD)
+
+    assert not (await verify(engine, migrations.registry())).ok
+    report = await verify(engine, migrations.registry(), start_after=old)
+
+    assert report.ok and report.checked == (new,)
+    with pytest.raises(errors.UnknownTarget, match="m20990101_000001_nope"):
+        await verify(engine, migrations.registry(), start_after="m20990101_000001_nope")
+
+
+async def test_an_irreversible_migration_is_applied_and_the_final_downgrade_stops_there(
+    engine: AsyncEngine, migrations: MigrationPackage
+) -> None:
+    migrations.add("base", BASE_UP, BASE_DOWN)
+    one_way = migrations.add("drop_settings", sql("DROP TABLE settings"), None)
+    last = migrations.add(*GOOD)
+
+    report = await verify(engine, migrations.registry())
+
+    assert report.ok, [str(f) for f in report.failures]
+    assert report.irreversible == (one_way,)
+    assert last in report.checked
+
+
+async def test_the_final_downgrade_catches_what_single_round_trips_cannot(
+    engine: AsyncEngine, migrations: MigrationPackage
+) -> None:
+    archiving = migrations.add(
+        "counters",
+        sql("CREATE TABLE counters (n INTEGER)"),
+        """
+        rows = (await conn.execute(text("SELECT COUNT(*) FROM counters"))).scalar()
+        if rows:  # keeps the data it would lose: a table no round trip of its own sees
+            await conn.execute(text("CREATE TABLE counters_archive (n INTEGER)"))
+        await conn.execute(text("DROP TABLE counters"))
+        """,
+    )
+    migrations.add("count_once", sql("INSERT INTO counters (n) VALUES (1)"), "pass")
+
+    report = await verify(engine, migrations.registry())
+
+    assert report.checked == tuple(migrations.names)
+    [failure] = report.failures
+    assert (failure.name, failure.step) == (archiving, "final downgrade")
+    assert failure.message == (
+        f"the full downgrade (down to before {archiving}) leaves table counters_archive behind"
+    )
+
+
+async def test_a_cancelled_verify_drops_its_scratch_database(
+    engine: AsyncEngine, migrations: MigrationPackage, caplog: pytest.LogCaptureFixture
+) -> None:
+    listen(caplog)
+    migrations.add("base", BASE_UP, BASE_DOWN)
+    slow = migrations.add("slow", "import asyncio\nawait asyncio.sleep(3600)", "pass")
+    task = asyncio.create_task(verify(engine, migrations.registry()))
+    for _ in range(600):  # until the slow migration runs (at most a minute)
+        if any(f"applying {slow}" in r.getMessage() for r in caplog.records):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the slow migration never started")
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    await assert_scratch_dropped(caplog, "verify")
+
+
+async def test_scratch_url_must_be_a_new_database_and_is_dropped_after(
+    backend: str,
+    db_url: str,
+    engine: AsyncEngine,
+    migrations: MigrationPackage,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    listen(caplog)
+    migrations.add("base", BASE_UP, BASE_DOWN)
+    with pytest.raises(errors.UsageError, match="already exists"):
+        await verify(engine, migrations.registry(), scratch_url=db_url)
+
+    if backend == "sqlite":
+        mine = sa.make_url(f"sqlite+aiosqlite:///{tmp_path / 'mine.db'}")
+    else:
+        mine = sa.make_url(db_url).set(database=f"rung_verify_mine_{uuid.uuid4().hex[:8]}")
+    url = mine.render_as_string(hide_password=False)
+
+    assert (await verify(engine, migrations.registry(), scratch_url=url)).ok
+    assert scratch_urls(caplog)[0].database == mine.database
+    assert not await exists(mine)
