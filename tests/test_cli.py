@@ -72,6 +72,20 @@ def test_up_status_down(todos: Project) -> None:
     assert todos.tables() <= {"rung_migrations", "rung_migrations_meta"}
 
 
+def test_driver_notes_show_only_with_verbose(project: Project) -> None:
+    """MariaDB answers DROP TABLE IF EXISTS on a missing table with a note that asyncmy logs:
+    not a bare line on stderr, but shown with -v (other databases say nothing)."""
+    project.add("drop_nothing", ["DROP TABLE IF EXISTS nothing_here"], ["SELECT 1"])
+    up = project.rung("up")
+    assert up.code == 0 and up.err == "", up.text
+    down = project.rung("down")
+    assert down.code == 0, down.text
+    verbose = project.rung("up", "-v")
+    assert verbose.code == 0, verbose.text
+    if project.url.startswith("mysql"):
+        assert re.search(r"^rung: asyncmy: Unknown table .*nothing_here", verbose.err, re.M)
+
+
 def test_steps_targets_and_usage_errors(sqlite_project: Project) -> None:
     todos = add_todos(sqlite_project)
     third = todos.add(

@@ -4,12 +4,17 @@ and a catalog query count that does not grow with the number of tables."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import rung
 from conftest import MigrationPackage
+from rung.drift import SNAPSHOT_KEY, store_snapshot
+from rung.errors import SchemaError
+from rung.history import History
 from rung.schema import (
     Check,
     Column,
@@ -215,3 +220,61 @@ async def test_snapshot_query_count_does_not_grow_with_the_number_of_tables(
 
     assert (few[1], many[1]) == (5, 200)
     assert many[0] == few[0]
+
+
+async def _while_creating_a_table(
+    engine: AsyncEngine, name: str, seconds: float
+) -> asyncio.Task[None]:
+    """Start ``CREATE TABLE <name> AS SELECT SLEEP(seconds)`` on a connection of its own and
+    return once MariaDB is inside it: the table exists, under an exclusive metadata lock."""
+
+    async def create() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text(f"CREATE TABLE {name} AS SELECT SLEEP({seconds}) AS x"))
+
+    task = asyncio.create_task(create())
+    async with engine.connect() as watcher:
+        for _ in range(100):
+            busy = await watcher.scalar(
+                sa.text(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                    "WHERE INFO LIKE :create AND STATE = 'User sleep'"
+                ),
+                {"create": f"CREATE TABLE {name} AS%"},
+            )
+            if busy:
+                return task
+            await asyncio.sleep(0.02)
+    raise AssertionError("the slow CREATE TABLE never started")
+
+
+@pytest.mark.parametrize("backend", ["mariadb"], indirect=True)
+async def test_a_table_being_created_meanwhile_is_waited_for_not_silently_left_out(
+    engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In a transaction that holds metadata locks (as the runner's does when it stores its
+    snapshot), information_schema skips a table another session is changing, with warning
+    1684. The reader notices and reads again; when the change outlasts its attempts, the
+    run's stored snapshot is removed rather than left describing another schema."""
+    await execute(engine, "CREATE TABLE todos (id INTEGER PRIMARY KEY)")
+    history = History()
+    async with engine.begin() as conn:
+        await history.ensure(conn)
+        await store_snapshot(conn, history)
+
+    creating = await _while_creating_a_table(engine, "quick", 0.3)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("SELECT * FROM todos"))  # hold a metadata lock
+        found = await snapshot(conn)
+    await creating
+    assert [t.name for t in found.tables] == ["quick", "todos"]
+
+    creating = await _while_creating_a_table(engine, "slow", 3)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("SELECT * FROM todos"))
+        with pytest.raises(SchemaError, match=r"Table '.*'\.'slow' was skipped"):
+            await snapshot(conn)
+        await store_snapshot(conn, history)
+        assert await history.get_meta(conn, SNAPSHOT_KEY) is None
+    await creating
+    assert "the stored snapshot is removed" in caplog.text

@@ -33,7 +33,7 @@ from rung.errors import (
     UnknownTarget,
     UsageError,
 )
-from rung.output import Output, ProgressHandler
+from rung.output import LibraryHandler, Output, ProgressHandler
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -581,6 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger = logging.getLogger("rung")
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    libraries = LibraryHandler(out)
+    logging.getLogger().addHandler(libraries)
     ctx: Context | None = None
     try:
         flags = {k: getattr(args, k) for k in GLOBAL_OPTIONS if hasattr(args, k)}
@@ -617,3 +619,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         logger.removeHandler(handler)
+        logging.getLogger().removeHandler(libraries)

@@ -9,13 +9,14 @@ it also finds drift older than the stored snapshot, and works where none was sto
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from rung.errors import NoSnapshot
+from rung.errors import NoSnapshot, SchemaError
 from rung.history import DEFAULT_TABLE, History
 from rung.registry import Registry, migrations_of
 from rung.runner import connect
@@ -23,6 +24,7 @@ from rung.schema import Difference, Snapshot, diff, snapshot
 from rung.scratch import replay_history, scratch_database
 
 SNAPSHOT_KEY = "snapshot"
+logger = logging.getLogger("rung")
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,19 @@ async def drift(
 
 async def store_snapshot(conn: AsyncConnection, history: History) -> None:
     """Store the schema ``conn`` sees as the baseline of ``drift``. The runner calls it in a
-    write transaction at the end of a run that changed the schema."""
-    found = await snapshot(conn, ignore_tables=(history.name, history.meta.name))
+    write transaction at the end of a run that changed the schema. A schema that cannot be
+    read now removes the stored snapshot, which no longer describes it, with a warning:
+    the run itself succeeded."""
+    try:
+        found = await snapshot(conn, ignore_tables=(history.name, history.meta.name))
+    except SchemaError as exc:
+        logger.warning(
+            "%s; the stored snapshot is removed, so until the next run changes the schema "
+            "'rung drift' needs --replay",
+            exc.message,
+        )
+        await history.set_meta(conn, SNAPSHOT_KEY, None)
+        return
     await history.set_meta(conn, SNAPSHOT_KEY, found.to_json())
 
 

@@ -102,9 +102,11 @@ class History:
         except sa.exc.DBAPIError:
             return None
 
-    async def set_meta(self, conn: AsyncConnection, key: str, value: str) -> None:
+    async def set_meta(self, conn: AsyncConnection, key: str, value: str | None) -> None:
+        """Store ``value`` under ``key``; None removes the key."""
         await conn.execute(self.meta.delete().where(self.meta.c.key == key))
-        await conn.execute(self.meta.insert().values(key=key, value=value))
+        if value is not None:
+            await conn.execute(self.meta.insert().values(key=key, value=value))
 
     async def write(
         self,

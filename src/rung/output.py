@@ -118,6 +118,19 @@ class ProgressHandler(logging.Handler):
             self.out.detail(record.getMessage())
 
 
+class LibraryHandler(logging.Handler):
+    """Other libraries' log records, such as the server warnings a driver logs (a note that
+    ``DROP TABLE IF EXISTS`` found no table): shown only with -v, never as bare lines."""
+
+    def __init__(self, out: Output) -> None:
+        super().__init__()
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name != "rung" and not record.name.startswith("rung."):
+            self.out.detail(f"{record.name}: {record.getMessage()}")
+
+
 def count(n: int, noun: str) -> str:
     """``1 migration``, ``2 migrations``."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -6,16 +6,22 @@ default is no default; ``ON UPDATE`` joins the default; RESTRICT is the default 
 action (InnoDB treats NO ACTION the same); a unique key is a unique index (MySQL has no
 other kind); view definitions lose the database name MySQL writes into them, so a scratch
 copy compares equal. MariaDB sequences are listed with the sequences.
+
+``information_schema`` does not wait for a table whose definition another session is
+changing: it skips it with warning 1684, and a snapshot would silently miss the table. Each
+query is followed by ``SHOW WARNINGS``; a skip reads the whole schema again, a few times.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Any
 
 import sqlalchemy as sa
 
 from rung.dialects.reflection import action, squeeze, unwrap
+from rung.errors import SchemaError
 from rung.schema import Check, Column, ForeignKey, Index, Snapshot, Table, View
 
 _HERE = "TABLE_SCHEMA = DATABASE()"
@@ -53,16 +59,44 @@ _VIEWS = sa.text(
     f"SELECT TABLE_NAME, VIEW_DEFINITION, DATABASE() FROM information_schema.VIEWS WHERE {_HERE}"
 )
 _DEFAULT_ACTIONS = ("RESTRICT", "NO ACTION")
+_SKIPPED_TABLE = 1684  # ER_WARN_I_S_SKIPPED_TABLE
+ATTEMPTS = 5
+
+
+class _Skipped(Exception):
+    """information_schema left out a table that another session was altering."""
 
 
 def read(conn: sa.Connection) -> Snapshot:
-    kinds: dict[str, str] = {name: kind for name, kind in conn.execute(_TABLES)}
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return _read(conn)
+        except _Skipped as skipped:
+            if attempt == ATTEMPTS:
+                raise SchemaError(
+                    f"could not read the schema: {skipped} in each of {ATTEMPTS} attempts; "
+                    "run again when no other session is altering tables"
+                ) from None
+            time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")
+
+
+def _rows(conn: sa.Connection, query: sa.TextClause) -> list[Any]:
+    rows = list(conn.execute(query))
+    for _, code, message in conn.exec_driver_sql("SHOW WARNINGS"):
+        if int(code) == _SKIPPED_TABLE:
+            raise _Skipped(message)
+    return rows
+
+
+def _read(conn: sa.Connection) -> Snapshot:
+    kinds: dict[str, str] = {name: kind for name, kind in _rows(conn, _TABLES)}
     names = {name for name, kind in kinds.items() if kind in ("BASE TABLE", "SYSTEM VERSIONED")}
     parts: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
-    for row in conn.execute(_COLUMNS):
+    for row in _rows(conn, _COLUMNS):
         parts[row[0]]["columns"].append(_column(*row[1:]))
     indexes: dict[tuple[str, str], list[Any]] = defaultdict(list)
-    for table, index, non_unique, column, sub_part in conn.execute(_INDEXES):
+    for table, index, non_unique, column, sub_part in _rows(conn, _INDEXES):
         shown = column if column is not None else "(expression)"
         indexes[table, index].append((f"{shown}({sub_part})" if sub_part else shown, non_unique))
     for (table, index), cols in indexes.items():
@@ -72,14 +106,14 @@ def read(conn: sa.Connection) -> Snapshot:
             unique = not int(cols[0][1])
             parts[table]["indexes"].append(Index(index, tuple(c for c, _ in cols), unique))
     foreign: dict[tuple[str, str], list[Any]] = defaultdict(list)
-    for table, name, *rest in conn.execute(_FOREIGN_KEYS):
+    for table, name, *rest in _rows(conn, _FOREIGN_KEYS):
         foreign[table, name].append(rest)
     for (table, name), rows in foreign.items():
         parts[table]["foreign_keys"].append(_foreign_key(name, rows))
     mariadb = bool(getattr(conn.dialect, "is_mariadb", False))
-    for table, name, clause in conn.execute(_CHECKS_MARIADB if mariadb else _CHECKS_MYSQL):
+    for table, name, clause in _rows(conn, _CHECKS_MARIADB if mariadb else _CHECKS_MYSQL):
         parts[table]["checks"].append(Check(unwrap(squeeze(clause)), name))
-    views = tuple(View(name, _view_text(text, db)) for name, text, db in conn.execute(_VIEWS))
+    views = tuple(View(name, _view_text(text, db)) for name, text, db in _rows(conn, _VIEWS))
     return Snapshot(
         dialect=conn.dialect.name,
         tables=tuple(_table(name, parts[name]) for name in names),
