@@ -135,6 +135,35 @@ def test_kept_after_failure() -> None:
         else:  # MySQL/MariaDB: everything up to the last statement that commits implicitly
             assert kept == [create, insert, alter], name
             assert dialect.kept_after_failure([insert], in_transaction=True) == []
+            # A DDL statement that fails has first committed what came before it.
+            failed_ddl = dialect.kept_after_failure([create, insert], True, "DROP TABLE x")
+            assert failed_ddl == [create, insert]
+            assert dialect.kept_after_failure([create, insert], True, "SELECT 1") == [create]
+
+
+@pytest.mark.parametrize(
+    ("sql", "commits"),
+    [
+        ("/* why */ ALTER TABLE t ADD x INT", True),
+        ("-- why\n  drop index i on t", True),
+        ("# why\nRENAME TABLE a TO b", True),
+        ("START  TRANSACTION", True),
+        ("COMMIT", True),
+        ("SET autocommit = 1", True),
+        ("set @@session.autocommit=1", True),
+        ("CREATE TEMPORARY TABLE tmp (id INT)", False),
+        ("drop temporary table tmp", False),
+        ("INSERT INTO created_log VALUES (1)", False),
+        ("UPDATE t SET dropped = 1", False),
+        ("/* CREATE */ SELECT 1", False),
+    ],
+)
+def test_which_statements_commit_implicitly_on_mysql(sql: str, commits: bool) -> None:
+    insert = Statement("INSERT INTO c VALUES (1)", None, 1.0)
+    done = [insert, Statement(sql, None, 1.0)]
+    assert DIALECTS["mysql"]().kept_after_failure(done, in_transaction=True) == (
+        done if commits else []
+    )
 
 
 async def test_status_works_for_a_read_only_user(

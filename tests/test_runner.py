@@ -12,6 +12,7 @@ import rung
 from conftest import MigrationPackage, sql
 from rung import State, errors
 from rung.dialects import dialect_named
+from safety_nets import statements
 
 CREATE_A = sql("CREATE TABLE a (id INTEGER PRIMARY KEY)")
 DROP_A = sql("DROP TABLE a")
@@ -156,6 +157,7 @@ async def test_failure_in_the_middle(
     if is_transactional(backend):
         # All or nothing: schema and history exactly as before the run.
         assert "rolled back" in str(failure.value)
+        assert "committed before it" not in str(failure.value)  # b went with it
         assert await tables(engine) == {"a", "rung_migrations", "rung_migrations_meta"}
         assert await history_rows(engine) == [(first, "applied")]
         return
@@ -182,6 +184,33 @@ async def test_failure_in_the_middle(
     reg = migrations.registry()
     await rung.repair(engine, reg, broken, applied=False)
     assert [d.name for d in await rung.upgrade(engine, reg)] == migrations.names[2:]
+
+
+@pytest.mark.parametrize("backend", ["mariadb"], indirect=True)
+async def test_a_failing_ddl_statement_first_commits_what_came_before_it(
+    engine: AsyncEngine, migrations: MigrationPackage
+) -> None:
+    """MariaDB commits the open transaction before it runs a DDL statement, even one that
+    then fails: the INSERT before the failing ALTER is kept, and the journal says so."""
+    broken = migrations.add(
+        "broken",
+        statements(
+            "CREATE TABLE half (id INTEGER PRIMARY KEY)",
+            "INSERT INTO half VALUES (1)",
+            "ALTER TABLE no_such_table ADD x INTEGER",
+        ),
+    )
+    with pytest.raises(errors.MigrationFailed, match="kept 2 statement") as failure:
+        await rung.upgrade(engine, migrations.registry())
+    assert "INSERT INTO half VALUES (1)" in str(failure.value)
+    async with engine.connect() as conn:
+        assert (await conn.execute(sa.text("SELECT id FROM half"))).scalars().all() == [1]
+    state = (await rung.status(engine, migrations.registry()))[0]
+    assert (state.name, state.state) == (broken, State.FAILED)
+    assert [s.sql for s in state.statements] == [
+        "CREATE TABLE half (id INTEGER PRIMARY KEY)",
+        "INSERT INTO half VALUES (1)",
+    ]
 
 
 async def test_per_migration_mode_keeps_what_succeeded(

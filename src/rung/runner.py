@@ -75,6 +75,7 @@ class Journal:
         on_statement: Callable[[list[Statement]], None] | None = None,
     ) -> None:
         self.statements: list[Statement] = []
+        self.pending: str | None = None  # the statement being executed, until it completes
         self._conn = conn.sync_connection
         self._started = 0.0
         self._on_statement = on_statement
@@ -88,10 +89,12 @@ class Journal:
         event.remove(self._conn, "before_cursor_execute", self._before)
         event.remove(self._conn, "after_cursor_execute", self._after)
 
-    def _before(self, *args: Any) -> None:
+    def _before(self, conn: Any, cursor: Any, sql: str, *rest: Any) -> None:
+        self.pending = sql
         self._started = time.perf_counter()
 
     def _after(self, conn: Any, cursor: Any, sql: str, params: Any, *rest: Any) -> None:
+        self.pending = None
         elapsed = (time.perf_counter() - self._started) * 1000
         shown = repr(params)[:MAX_PARAMS_CHARS] if params else None
         self.statements.append(Statement(textwrap.dedent(sql).strip(), shown, round(elapsed, 3)))
@@ -233,6 +236,7 @@ async def _run_batches(
     while request.steps is None or len(done) < request.steps:
         remaining = None if request.steps is None else request.steps - len(done)
         batch: Batch | None = None
+        committed = len(done)  # a failure rolls back this batch's migrations, not those
         try:
             async with _writing(conn, dialect):
                 await history.ensure(conn)
@@ -262,7 +266,7 @@ async def _run_batches(
                     direction=batch.direction.value,
                 )
         except _Failed as failed:
-            raise _failure(failed, rolled_back=True, done=done) from failed.cause
+            raise _failure(failed, rolled_back=True, done=done[:committed]) from failed.cause
         if side is None:
             side = await conn.engine.connect()
             await side.execution_options(isolation_level="AUTOCOMMIT")
@@ -282,13 +286,15 @@ class _Failed(Exception):
         cause: BaseException,
         statements: list[Statement],
         duration_ms: float,
+        failing: str | None = None,
     ) -> None:
         super().__init__(migration.name)
         self.migration = migration
         self.direction = direction
         self.cause = cause
-        self.statements = statements
+        self.statements = statements  # those that completed
         self.duration_ms = duration_ms
+        self.failing = failing  # the statement the database refused, if that was the failure
 
 
 async def _execute(
@@ -318,7 +324,8 @@ async def _execute(
             await fn(conn)
         except Exception as exc:
             elapsed = (time.perf_counter() - started) * 1000
-            raise _Failed(migration, direction, exc, journal.statements, elapsed) from exc
+            failing = journal.pending if isinstance(exc, sa.exc.DBAPIError) else None
+            raise _Failed(migration, direction, exc, journal.statements, elapsed, failing) from exc
     elapsed = (time.perf_counter() - started) * 1000
     if direction is Direction.UP:
         await history.write(
@@ -382,7 +389,7 @@ async def _execute_alone(
             await conn.commit()  # ends SQLAlchemy's logical transaction; the statements are in
             await conn.execution_options(isolation_level=previous or conn.default_isolation_level)
     except _Failed as failed:
-        kept = dialect.kept_after_failure(failed.statements, batch.in_transaction)
+        kept = dialect.kept_after_failure(failed.statements, batch.in_transaction, failed.failing)
         try:
             await _record_failure(conn, dialect, history, failed, kept)
         except Exception as exc:

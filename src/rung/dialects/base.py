@@ -38,10 +38,10 @@ class Dialect(Protocol):
         database write lock here)."""
 
     def kept_after_failure(
-        self, statements: Sequence[Statement], in_transaction: bool
+        self, statements: Sequence[Statement], in_transaction: bool, failing: str | None = None
     ) -> list[Statement]:
         """Of the statements a failed non-atomic migration completed, those the database
-        kept after the rollback."""
+        kept after the rollback; ``failing`` is the statement that raised, if one did."""
 
     async def create_database(self, url: sa.URL) -> None:
         """Create the (scratch) database ``url`` names; the server account needs the right."""
@@ -68,6 +68,8 @@ def checked_database_name(url: sa.URL) -> str:
     return name
 
 
-def all_kept(statements: Sequence[Statement], in_transaction: bool) -> list[Statement]:
+def all_kept(
+    statements: Sequence[Statement], in_transaction: bool, failing: str | None = None
+) -> list[Statement]:
     """Transactional DDL: a rollback undoes everything, unless nothing was in a transaction."""
     return [] if in_transaction else list(statements)

@@ -14,10 +14,15 @@ from rung.dialects.base import checked_database_name
 from rung.errors import LockTimeout
 from rung.plan import Statement
 
-# Statements after which MySQL/MariaDB commit implicitly (the DDL family and friends).
+# Statements that make MySQL/MariaDB commit the open transaction before they run (the DDL
+# family and friends; a TEMPORARY table's CREATE or DROP does not), after leading comments.
 _IMPLICIT_COMMIT = re.compile(
-    r"\s*(CREATE|ALTER|DROP|RENAME|TRUNCATE|GRANT|REVOKE|LOCK|UNLOCK|ANALYZE|OPTIMIZE|REPAIR)\b",
-    re.IGNORECASE,
+    r"(?:\s+|/\*.*?\*/|(?:--\s|\#)[^\n]*(?:\n|$))*"
+    r"(?!(?:CREATE|DROP)\s+TEMPORARY\b)"
+    r"(?:CREATE|ALTER|DROP|RENAME|TRUNCATE|GRANT|REVOKE|LOCK|UNLOCK|ANALYZE|OPTIMIZE|REPAIR"
+    r"|CHECK|FLUSH|RESET|CACHE|COMMIT|BEGIN|START\s+TRANSACTION|SET\s+(?:@@(?:SESSION\.)?)?"
+    r"AUTOCOMMIT)\b",
+    re.IGNORECASE | re.DOTALL,
 )
 
 _HOLDER = sa.text(
@@ -57,9 +62,11 @@ class MySQL:
         pass
 
     def kept_after_failure(
-        self, statements: Sequence[Statement], in_transaction: bool
+        self, statements: Sequence[Statement], in_transaction: bool, failing: str | None = None
     ) -> list[Statement]:
-        if not in_transaction:
+        """Everything up to the last statement that committed; a failing DDL statement
+        committed all the completed ones before it failed."""
+        if not in_transaction or (failing is not None and _IMPLICIT_COMMIT.match(failing)):
             return list(statements)
         last_commit = max(
             (i for i, s in enumerate(statements) if _IMPLICIT_COMMIT.match(s.sql)), default=-1

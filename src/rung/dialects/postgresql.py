@@ -67,7 +67,7 @@ class PostgreSQL:
         pass
 
     def kept_after_failure(
-        self, statements: Sequence[Statement], in_transaction: bool
+        self, statements: Sequence[Statement], in_transaction: bool, failing: str | None = None
     ) -> list[Statement]:
         return all_kept(statements, in_transaction)
 

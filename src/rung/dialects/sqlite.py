@@ -53,7 +53,7 @@ class SQLite:
             ) from None
 
     def kept_after_failure(
-        self, statements: Sequence[Statement], in_transaction: bool
+        self, statements: Sequence[Statement], in_transaction: bool, failing: str | None = None
     ) -> list[Statement]:
         return all_kept(statements, in_transaction)
 
