@@ -3,7 +3,9 @@ against SQLite, PostgreSQL and MariaDB: every command, exit codes, JSON, refusal
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -84,6 +86,18 @@ def test_driver_notes_show_only_with_verbose(project: Project) -> None:
     assert verbose.code == 0, verbose.text
     if project.url.startswith("mysql"):
         assert re.search(r"^rung: asyncmy: Unknown table .*nothing_here", verbose.err, re.M)
+
+
+def test_a_closed_output_pipe_does_not_stop_a_run(todos: Project) -> None:
+    """``rung up | head -1``: when the reader goes away, the migrations still complete."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before rung writes its first line
+    env = clean_environment(DATABASE_URL=todos.url)
+    with subprocess.Popen([*RUNG, "up"], cwd=todos.root, env=env, stdout=write_end) as proc:
+        os.close(write_end)
+        assert proc.wait(timeout=60) == 0
+    status = todos.rung("status", "--json")
+    assert [m["state"] for m in status.json()["migrations"]] == ["applied", "applied"]
 
 
 def test_steps_targets_and_usage_errors(sqlite_project: Project) -> None:

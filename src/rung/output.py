@@ -48,8 +48,7 @@ class Output:
 
     def _write(self, stream: IO[str], text: str) -> None:
         self.end_line()
-        stream.write(mask(text, self.url) + "\n")
-        stream.flush()
+        _put(stream, mask(text, self.url) + "\n")
 
     def result(self, text: str, colour: str | None = None) -> None:
         """What the command exists to print (a table, a path): shown even with -q."""
@@ -79,22 +78,31 @@ class Output:
     def started(self, verb: str, name: str) -> None:
         if self.events and not self.quiet:
             self.end_line()
-            self.progress.write(f"{verb} {name} ... ")
-            self.progress.flush()
+            _put(self.progress, f"{verb} {name} ... ")
             self._open_line = True
 
     def finished(self, ms: float) -> None:
         if self._open_line:
             self._open_line = False
-            self.progress.write(f"{self.paint('ok', 'green', self.progress)} ({duration(ms)})\n")
-            self.progress.flush()
+            _put(self.progress, f"{self.paint('ok', 'green', self.progress)} ({duration(ms)})\n")
 
     def end_line(self, word: str = "") -> None:
         """Finish a migration's line left open (with ``word``, e.g. "failed")."""
         if self._open_line:
             self._open_line = False
-            self.progress.write((self.paint(word, "red", self.progress) if word else "") + "\n")
-            self.progress.flush()
+            _put(self.progress, (self.paint(word, "red", self.progress) if word else "") + "\n")
+
+
+def _put(stream: IO[str], text: str) -> None:
+    """Write and flush. When the reader has gone (``rung up | head -1``), the run must go on
+    regardless: a migration stopped half-way over a closed pipe is far worse than lost
+    output. The stream is pointed at /dev/null so this and later writes succeed."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        stream.flush()
 
 
 class ProgressHandler(logging.Handler):
