@@ -1,4 +1,4 @@
-"""MySQL's and MariaDB's schema reader: seven ``information_schema`` queries for the whole
+"""MySQL's and MariaDB's schema reader: eight ``information_schema`` queries for the whole
 database, because SQLAlchemy's MySQL dialect reflects one ``SHOW CREATE TABLE`` per table.
 
 Normalised: types as ``COLUMN_TYPE`` writes them, upper-cased (``INT(11)``); a ``NULL``
@@ -35,14 +35,16 @@ _INDEXES = sa.text(
     f"FROM information_schema.STATISTICS WHERE {_HERE} "
     "ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX"
 )
+# Two queries, joined here: in a join, MariaDB filters the second information_schema table
+# only after opening the tables of every database on the server.
 _FOREIGN_KEYS = sa.text(
-    "SELECT k.TABLE_NAME, k.CONSTRAINT_NAME, k.COLUMN_NAME, k.REFERENCED_TABLE_NAME, "
-    "k.REFERENCED_COLUMN_NAME, r.DELETE_RULE, r.UPDATE_RULE "
-    "FROM information_schema.KEY_COLUMN_USAGE k "
-    "JOIN information_schema.REFERENTIAL_CONSTRAINTS r "
-    "ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.TABLE_NAME = k.TABLE_NAME "
-    "AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME "
-    "WHERE k.TABLE_SCHEMA = DATABASE() ORDER BY k.ORDINAL_POSITION"
+    "SELECT TABLE_NAME, CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME, "
+    "REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE "
+    f"WHERE {_HERE} AND REFERENCED_TABLE_NAME IS NOT NULL ORDER BY ORDINAL_POSITION"
+)
+_ACTIONS = sa.text(
+    "SELECT TABLE_NAME, CONSTRAINT_NAME, DELETE_RULE, UPDATE_RULE "
+    "FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE()"
 )
 # MariaDB names checks per table and says which; MySQL 8 names them per schema.
 _CHECKS_MARIADB = sa.text(
@@ -53,7 +55,8 @@ _CHECKS_MYSQL = sa.text(
     "SELECT t.TABLE_NAME, c.CONSTRAINT_NAME, c.CHECK_CLAUSE "
     "FROM information_schema.CHECK_CONSTRAINTS c JOIN information_schema.TABLE_CONSTRAINTS t "
     "ON t.CONSTRAINT_SCHEMA = c.CONSTRAINT_SCHEMA AND t.CONSTRAINT_NAME = c.CONSTRAINT_NAME "
-    "AND t.CONSTRAINT_TYPE = 'CHECK' WHERE c.CONSTRAINT_SCHEMA = DATABASE()"
+    "AND t.CONSTRAINT_TYPE = 'CHECK' "
+    "WHERE c.CONSTRAINT_SCHEMA = DATABASE() AND t.TABLE_SCHEMA = DATABASE()"
 )
 _VIEWS = sa.text(
     f"SELECT TABLE_NAME, VIEW_DEFINITION, DATABASE() FROM information_schema.VIEWS WHERE {_HERE}"
@@ -108,8 +111,11 @@ def _read(conn: sa.Connection) -> Snapshot:
     foreign: dict[tuple[str, str], list[Any]] = defaultdict(list)
     for table, name, *rest in _rows(conn, _FOREIGN_KEYS):
         foreign[table, name].append(rest)
+    actions = {(table, name): rules for table, name, *rules in _rows(conn, _ACTIONS)}
     for (table, name), rows in foreign.items():
-        parts[table]["foreign_keys"].append(_foreign_key(name, rows))
+        parts[table]["foreign_keys"].append(
+            _foreign_key(name, rows, actions.get((table, name), ["RESTRICT"] * 2))
+        )
     mariadb = bool(getattr(conn.dialect, "is_mariadb", False))
     for table, name, clause in _rows(conn, _CHECKS_MARIADB if mariadb else _CHECKS_MYSQL):
         parts[table]["checks"].append(Check(unwrap(squeeze(clause)), name))
@@ -152,11 +158,11 @@ def _column(
     )
 
 
-def _foreign_key(name: str, rows: list[Any]) -> ForeignKey:
-    referred_table, on_delete, on_update = rows[0][1], rows[0][3], rows[0][4]
+def _foreign_key(name: str, rows: list[Any], actions: list[str]) -> ForeignKey:
+    on_delete, on_update = actions
     return ForeignKey(
         columns=tuple(r[0] for r in rows),
-        referred_table=referred_table,
+        referred_table=rows[0][1],
         referred_columns=tuple(r[2] for r in rows),
         ondelete=action(on_delete, default=_DEFAULT_ACTIONS),
         onupdate=action(on_update, default=_DEFAULT_ACTIONS),
