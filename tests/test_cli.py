@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from cli_support import RUNG, SCRIPT, Project, clean_environment, driverless, run
 
@@ -286,6 +287,25 @@ def test_password_is_masked(todos: Project, db_url: str, backend: str) -> None:
         assert result.code == 0
     else:  # MariaDB's root has no password: access denied, a configuration error
         assert result.code == 2 and "Access denied" in result.err
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"], indirect=True)
+def test_urls_as_platforms_hand_them_out(todos: Project, db_url: str, backend: str) -> None:
+    """libpq's query options in a postgres:// URL (Heroku, Neon, Render write sslmode), the
+    mariadb:// scheme, and a password given as a query option, which is masked too."""
+    if backend == "postgresql":
+        url = driverless(db_url) + "?sslmode=disable&connect_timeout=5"
+    else:
+        url = db_url.replace("mysql+asyncmy://", "mariadb://")
+    status = todos.rung("status", env=clean_environment(DATABASE_URL=url))
+    assert status.code == 0 and "2 pending" in status.out, status.text
+    secret = "Qu3ryPassw0rd"
+    bad = (
+        sa.make_url(db_url).set(database="rung_no_such_db").update_query_dict({"password": secret})
+    )
+    refused = todos.rung("status", "-v", env=clean_environment(DATABASE_URL=str(bad)))
+    assert refused.code == 2 and "password=***" in refused.err
+    assert secret not in refused.text
 
 
 def test_safety_net_commands(todos: Project) -> None:

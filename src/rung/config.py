@@ -70,6 +70,8 @@ DRIVERS = {
     "aiosqlite": ("aiosqlite", "aiosqlite", None),
     "psycopg": ("psycopg", "psycopg[binary]", "connect_timeout"),
 }
+# libpq's query options, as platforms write them into PostgreSQL URLs, in asyncpg's terms.
+LIBPQ_OPTIONS = {"sslmode": ("ssl", str), "connect_timeout": ("timeout", float)}
 
 
 @dataclass(frozen=True)
@@ -213,8 +215,13 @@ def _anchored(url: str, root: Path) -> str:
 
 
 def hide_password(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``; works on malformed URLs too."""
-    return re.sub(r"^([\w+.-]+://[^:/?#@]*):.*@", r"\1:***@", url, count=1, flags=re.DOTALL)
+    """``url`` with its password (if any, also as ``?password=``) replaced by ``***``; works
+    on malformed URLs too."""
+    url = re.sub(r"^([\w+.-]+://[^:/?#@]*):.*@", r"\1:***@", url, count=1, flags=re.DOTALL)
+    return _QUERY_PASSWORD.sub(r"\1***", url)
+
+
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&\s]*", re.IGNORECASE)
 
 
 def password_of(url: str) -> str | None:
@@ -267,8 +274,13 @@ def create_engine(config: Config) -> AsyncEngine:
             )
         driver = DRIVERS.get(url.get_driver_name())
         timeout_arg = driver[2] if driver else None
-        connect_args = {}
-        if timeout_arg and timeout_arg not in url.query:
+        connect_args: dict[str, Any] = {}
+        if url.get_driver_name() == "asyncpg":
+            for option, (argument, kind) in LIBPQ_OPTIONS.items():
+                if option in url.query:
+                    connect_args[argument] = kind(url.query[option])
+            url = url.difference_update_query(LIBPQ_OPTIONS)
+        if timeout_arg and timeout_arg not in url.query and timeout_arg not in connect_args:
             connect_args[timeout_arg] = CONNECT_TIMEOUT
         return create_async_engine(url, connect_args=connect_args)
     except sa.exc.NoSuchModuleError:
@@ -341,7 +353,10 @@ async def _try(engine: AsyncEngine, url: str) -> str | None:
 def mask(text: str, url: str) -> str:
     """``text`` with ``url``'s password hidden wherever it appears."""
     password = password_of(url)
+    if password is None and (given := re.search(r"[?&]password=([^&\s]*)", url, re.I)):
+        password = given[1]
     if password and len(password) >= 3:
         for form in {password, unquote(password)}:
             text = text.replace(form, "***")
-    return re.sub(r"([\w+.-]+://[^:/?#@\s]*):[^@\s]*@", r"\1:***@", text)
+    text = re.sub(r"([\w+.-]+://[^:/?#@\s]*):[^@\s]*@", r"\1:***@", text)
+    return _QUERY_PASSWORD.sub(r"\1***", text)
