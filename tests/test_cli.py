@@ -151,7 +151,11 @@ def test_show(project: Project) -> None:
 
 
 def test_fresh_refresh_reset(todos: Project) -> None:
-    todos.execute("CREATE TABLE stray (id INTEGER)")
+    todos.execute(
+        "CREATE TABLE stray (id INTEGER)",
+        "CREATE VIEW stray_ids AS SELECT id FROM stray",
+        "CREATE VIEW stray_ids_again AS SELECT id FROM stray_ids",  # a view on a view
+    )
     refused = todos.rung("fresh")  # stdin is not a terminal: --yes is required
     assert refused.code == 2 and "--yes" in refused.err
     assert "stray" in todos.tables()
@@ -159,6 +163,7 @@ def test_fresh_refresh_reset(todos: Project) -> None:
     fresh = todos.rung("fresh", "--yes")
     assert fresh.code == 0, fresh.text
     assert {"todos", "rung_migrations"} <= todos.tables() and "stray" not in todos.tables()
+    assert "view stray_ids_again" in fresh.out and "table stray" in fresh.out
 
     refresh = todos.rung("refresh", "-y")
     assert refresh.code == 0 and refresh.out.count("reverting") == 2

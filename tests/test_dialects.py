@@ -16,6 +16,7 @@ from rung import errors
 from rung.dialects import DIALECTS, dialect_named, lock_id
 from rung.dialects.base import checked_database_name
 from rung.plan import Statement
+from rung.schema import snapshot
 
 
 async def test_lock_excludes_a_second_holder_until_released(
@@ -214,3 +215,42 @@ async def test_status_works_for_a_read_only_user(
             for statement in revokes.get(backend, []):
                 await conn.execute(sa.text(statement))
         await admin.dispose()
+
+
+async def test_drop_everything_leaves_an_empty_schema(backend: str, engine: AsyncEngine) -> None:
+    """What ``rung fresh`` relies on: views on views, foreign keys, and on PostgreSQL the
+    types, sequences and extensions a migration makes all go, so every migration applies
+    again."""
+    made = [
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY)",
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent (id))",
+        "INSERT INTO parent VALUES (1)",
+        "INSERT INTO child VALUES (1, 1)",
+        "CREATE VIEW v1 AS SELECT id FROM parent",
+        "CREATE VIEW v2 AS SELECT id FROM v1",
+    ]
+    if backend == "postgresql":
+        made += [
+            "CREATE TYPE mood AS ENUM ('sad', 'happy')",
+            "CREATE TABLE feelings (id SERIAL PRIMARY KEY, m mood)",
+            "CREATE SEQUENCE tickets",
+            "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+            "CREATE MATERIALIZED VIEW mv AS SELECT id FROM v2",
+        ]
+    async with engine.begin() as conn:
+        for statement in made:
+            await conn.execute(sa.text(statement))
+        if backend == "sqlite":
+            await conn.execute(sa.text("PRAGMA foreign_keys = ON"))
+
+    async with engine.begin() as conn:
+        dropped = await dialect_named(backend).drop_everything(conn)
+
+    assert {"table parent", "table child", "view v1", "view v2"} <= set(dropped)
+    async with engine.connect() as conn:
+        empty = await snapshot(conn)
+    assert (empty.tables, empty.views, empty.enums, empty.sequences) == ((), (), (), ())
+    assert [e for e in empty.extensions if e != "plpgsql"] == []
+    async with engine.begin() as conn:  # and the same migrations apply again
+        for statement in made:
+            await conn.execute(sa.text(statement))

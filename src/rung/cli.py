@@ -193,7 +193,7 @@ async def cmd_fresh(ctx: Context) -> int:
     ctx.confirm(f"drop every table in {ctx.cfg.shown_url}, then apply every migration")
     async with ctx.database() as engine:
         dropped = await _drop_everything(engine)
-        ctx.out.note(f"dropped {output.count(len(dropped), 'table')} and views")
+        ctx.out.note(f"dropped {', '.join(dropped) or 'nothing: the database was empty'}")
         done = await upgrade(engine, ctx.registry, **ctx.writes)
         return ctx.report(done, engine, "nothing to apply: no migrations are registered")
 
@@ -381,22 +381,11 @@ def _excluded(ctx: Context) -> tuple[str, ...]:
 
 
 async def _drop_everything(engine: AsyncEngine) -> list[str]:
-    """Drop every view and table of the default schema, rung's own included. Other objects
-    (PostgreSQL types, sequences, functions) stay."""
-    import sqlalchemy as sa
-
-    def drop(conn: sa.Connection) -> list[str]:
-        quote = conn.dialect.identifier_preparer.quote
-        views = sa.inspect(conn).get_view_names()
-        for view in views:
-            conn.execute(sa.text(f"DROP VIEW {quote(view)}"))
-        tables = sa.MetaData()
-        tables.reflect(conn)
-        tables.drop_all(conn)
-        return [*views, *tables.tables]
+    """Drop everything in the default schema, rung's own tables included."""
+    from rung.dialects import dialect_named
 
     async with engine.begin() as conn:
-        return await conn.run_sync(drop)
+        return await dialect_named(engine.dialect.name).drop_everything(conn)
 
 
 def _find(states: Sequence[MigrationState], name: str) -> MigrationState:

@@ -43,6 +43,11 @@ class Dialect(Protocol):
         """Of the statements a failed non-atomic migration completed, those the database
         kept after the rollback; ``failing`` is the statement that raised, if one did."""
 
+    async def drop_everything(self, conn: AsyncConnection) -> list[str]:
+        """For ``rung fresh``: drop every object of the connection's default schema that a
+        migration could have made (tables, views, and what else the backend has), so that
+        every migration applies again; return what was dropped as ``"<kind> <name>"``."""
+
     async def create_database(self, url: sa.URL) -> None:
         """Create the (scratch) database ``url`` names; the server account needs the right."""
 
@@ -66,6 +71,16 @@ def checked_database_name(url: sa.URL) -> str:
     if not SAFE_DATABASE_NAME.fullmatch(name):
         raise ValueError(f"database name {name!r} must match {SAFE_DATABASE_NAME.pattern}")
     return name
+
+
+async def drop_in_order(
+    conn: AsyncConnection, found: Sequence[tuple[str, str]], cascade: str = ""
+) -> list[str]:
+    """Drop each ``(kind, name)`` if it still exists (an earlier CASCADE may have taken it)."""
+    quote = conn.dialect.identifier_preparer.quote
+    for kind, name in found:
+        await conn.execute(sa.text(f"DROP {kind} IF EXISTS {quote(name)}{cascade}"))
+    return [f"{kind.lower()} {name}" for kind, name in found]
 
 
 def all_kept(

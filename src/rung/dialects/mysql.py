@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from rung.dialects.base import checked_database_name
+from rung.dialects.base import checked_database_name, drop_in_order
 from rung.errors import LockTimeout
 from rung.plan import Statement
 
@@ -23,6 +23,12 @@ _IMPLICIT_COMMIT = re.compile(
     r"|CHECK|FLUSH|RESET|CACHE|COMMIT|BEGIN|START\s+TRANSACTION|SET\s+(?:@@(?:SESSION\.)?)?"
     r"AUTOCOMMIT)\b",
     re.IGNORECASE | re.DOTALL,
+)
+
+_OBJECTS = sa.text(
+    "SELECT IF(TABLE_TYPE = 'VIEW', 'VIEW', IF(TABLE_TYPE = 'SEQUENCE', 'SEQUENCE', 'TABLE')), "
+    "TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
+    "ORDER BY TABLE_TYPE = 'VIEW' DESC, TABLE_NAME"
 )
 
 _HOLDER = sa.text(
@@ -60,6 +66,14 @@ class MySQL:
 
     async def begin(self, conn: AsyncConnection) -> None:
         pass
+
+    async def drop_everything(self, conn: AsyncConnection) -> list[str]:
+        found = [(kind, name) for kind, name in await conn.execute(_OBJECTS)]
+        await conn.execute(sa.text("SET FOREIGN_KEY_CHECKS = 0"))  # this session only
+        try:
+            return await drop_in_order(conn, found)
+        finally:
+            await conn.execute(sa.text("SET FOREIGN_KEY_CHECKS = 1"))
 
     def kept_after_failure(
         self, statements: Sequence[Statement], in_transaction: bool, failing: str | None = None

@@ -14,9 +14,14 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rung.dialects.base import all_kept
+from rung.dialects.base import all_kept, drop_in_order
 from rung.errors import LockTimeout
 from rung.plan import Statement
+
+_OBJECTS = sa.text(
+    "SELECT upper(type), name FROM sqlite_master WHERE type IN ('view', 'table') "
+    "AND name NOT LIKE 'sqlite~_%' ESCAPE '~' ORDER BY type = 'view' DESC, name"
+)
 
 
 class SQLite:
@@ -51,6 +56,11 @@ class SQLite:
                 f"{self._timeout:g} s (SQLite cannot tell which); wait for it or raise "
                 "--lock-timeout"
             ) from None
+
+    async def drop_everything(self, conn: AsyncConnection) -> list[str]:
+        found = [(kind, name) for kind, name in await conn.execute(_OBJECTS)]
+        await conn.execute(sa.text("PRAGMA defer_foreign_keys = ON"))  # until the commit
+        return await drop_in_order(conn, found)
 
     def kept_after_failure(
         self, statements: Sequence[Statement], in_transaction: bool, failing: str | None = None
