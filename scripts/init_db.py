@@ -1,6 +1,7 @@
 """Bootstrap the configured database: apply every pending migration and say what ran.
 
-The database comes from DATABASE_URL (default: embedded SQLite in ./app.db).
+The database is DATABASE_URL, else ``[tool.rung] url`` in pyproject.toml, else embedded
+SQLite in app.db next to pyproject.toml; driverless URLs (postgres://...) work as in rung.
 """
 
 import asyncio
@@ -8,18 +9,20 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from anywhere
 
-from sqlalchemy.ext.asyncio import create_async_engine
-
-from rung.errors import RungError
-from server.migration.src.runner import upgrade
-
-DEFAULT_URL = "sqlite+aiosqlite:///./app.db"
+from rung import config  # noqa: E402
+from rung.errors import RungError  # noqa: E402
+from server.migration.src.runner import upgrade  # noqa: E402
 
 
 async def main() -> int:
-    engine = create_async_engine(os.environ.get("DATABASE_URL") or DEFAULT_URL)
+    try:
+        engine = config.create_engine(config.load({}, os.environ, ROOT))
+    except RungError as exc:
+        print(f"init_db: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     try:
         applied = await upgrade(engine)
     except RungError as exc:

@@ -92,6 +92,10 @@ def test_init_project_works_end_to_end(tmp_path: Path) -> None:
     status = run([*RUNG, "status", "--json"], tmp_path)
     assert status.json()["counts"] == {"applied": 1}
     assert (tmp_path / "app.db").exists()  # [tool.rung] url: ./app.db next to pyproject.toml
+    # From another folder: the same database, already up to date.
+    again = run([sys.executable, str(tmp_path / "scripts/init_db.py")], tmp_path / "server")
+    assert again.code == 0 and again.out == "database is up to date\n", again.text
+    assert not (tmp_path / "server/app.db").exists()
 
 
 def test_new_names_and_numbers(tmp_path: Path) -> None:
