@@ -43,6 +43,7 @@ from rung.plan import (
     Resolution,
     State,
     Statement,
+    outstanding,
     plan,
     plan_baseline,
     plan_repair,
@@ -378,7 +379,8 @@ def expected_states(
             result.append((m.name, state, CK, r.checksum))
     registered = {m.name for m in migrations}
     for name in sorted(n for n in rows if n not in registered):
-        result.append((name, State.UNKNOWN, None, rows[name].checksum))
+        unknown = {"failed": State.FAILED, "running": State.RUNNING}.get(rows[name].state)
+        result.append((name, unknown or State.UNKNOWN, None, rows[name].checksum))
     return result
 
 
@@ -390,6 +392,20 @@ def test_states_agree_with_the_model(s: Scenario) -> None:
         s.migrations, s.history
     )
     assert states(s.migrations, s.shuffled) == got
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenarios())
+def test_the_status_gate_stops_exactly_where_an_upgrade_would_act(s: Scenario) -> None:
+    """``rung status --exit-code`` passes when, and only when, ``rung up`` would neither run
+    anything nor refuse (warnings about a newer release's migrations are fine)."""
+    try:
+        would_act = bool(
+            plan(s.migrations, s.history, Request(Direction.UP), transactional_ddl=True).batches
+        )
+    except PlanRefused:
+        would_act = True
+    assert bool(outstanding(states(s.migrations, s.history))) == would_act
 
 
 @st.composite

@@ -169,13 +169,13 @@ async def cmd_down(ctx: Context) -> int:
 
 
 async def cmd_status(ctx: Context) -> int:
+    from rung.plan import outstanding
     from rung.runner import status
 
     async with ctx.database() as engine:
         states = await status(engine, ctx.registry, table=ctx.cfg.table)
     output.status(ctx.out, states, f"database {ctx.cfg.shown_url}, history in {ctx.cfg.table}")
-    gate = ("pending", *output.OUTSTANDING)  # unknown ones (a newer release's) pass
-    return 1 if ctx.args.exit_code and any(s.state.value in gate for s in states) else 0
+    return 1 if ctx.args.exit_code and outstanding(states) else 0
 
 
 async def cmd_show(ctx: Context) -> int:

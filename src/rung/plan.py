@@ -270,7 +270,8 @@ def _batches(
 
 
 def states(migrations: Sequence[Migration], history: Sequence[Record]) -> list[MigrationState]:
-    """Every registered migration's state in registry order, then unknown history entries."""
+    """Every registered migration's state in registry order, then the history entries the
+    registry does not know: unknown, or failed or running where that is what they are."""
     records = {r.name: r for r in history}
     result = []
     for m in migrations:
@@ -279,14 +280,32 @@ def states(migrations: Sequence[Migration], history: Sequence[Record]) -> list[M
             result.append(MigrationState(m.name, State.PENDING, checksum=m.checksum))
             continue
         if r.state != "applied":
-            state = State.FAILED if r.state == "failed" else State.RUNNING
+            state = _unfinished(r)
         else:
             state = State.MODIFIED if r.checksum != m.checksum else State.APPLIED
         result.append(_from_record(r, state, m.checksum))
     result.extend(
-        _from_record(r, State.UNKNOWN, None) for r in _by_name(history) if r.name in records
+        _from_record(r, State.UNKNOWN if r.state == "applied" else _unfinished(r), None)
+        for r in _by_name(history)
+        if r.name in records
     )
     return result
+
+
+def _unfinished(r: Record) -> State:
+    return State.FAILED if r.state == "failed" else State.RUNNING
+
+
+def outstanding(found: Sequence[MigrationState]) -> list[MigrationState]:
+    """What a deploy gate stops on: anything an ``upgrade`` would run or refuse. Unknown
+    entries newer than every registered migration (a newer release's) pass; unknown ones
+    among the registered names do not."""
+    newest = max((s.name for s in found if s.state is not State.UNKNOWN), default="")
+    return [
+        s
+        for s in found
+        if s.state is not State.APPLIED and (s.state is not State.UNKNOWN or s.name <= newest)
+    ]
 
 
 def _from_record(r: Record, state: State, checksum: str | None) -> MigrationState:
