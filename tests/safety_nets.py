@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import rung
 from conftest import sql
-from rung.drift import store_snapshot
+from rung.drifting import store_snapshot
 from rung.history import History
 from rung.registry import Registry
 from rung.schema import Snapshot, snapshot

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import rung
 from conftest import MigrationPackage
 from rung import errors
-from rung.drift import check_drift, drift, stored_snapshot
+from rung.drifting import check_drift, drift, stored_snapshot
 from rung.history import History
 from safety_nets import assert_scratch_dropped, execute, listen, statements, upgrade_and_store
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import rung
@@ -32,3 +35,15 @@ def test_public_api_is_short_sorted_and_real() -> None:
     assert len(rung.__all__) <= 16
     for name in rung.__all__:
         assert getattr(rung, name) is not None, name
+
+
+def test_no_submodule_hides_a_public_name() -> None:
+    """Importing ``rung.x`` sets ``rung.x`` to the module: no module may share a public
+    function's name (``rung.verify`` must stay the function after ``rung.verifying`` loads)."""
+    for found in pkgutil.walk_packages(rung.__path__, "rung."):
+        if not found.name.endswith("__main__"):
+            importlib.import_module(found.name)
+    for name in rung.__all__:
+        value = getattr(rung, name)
+        assert not isinstance(value, types.ModuleType) or name == "errors", name
+    assert callable(rung.verify) and callable(rung.drift)

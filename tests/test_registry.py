@@ -220,16 +220,27 @@ def test_load_migrator_bad_spec(spec: str) -> None:
 
 
 def test_load_migrator_module_that_fails_to_import(package: Path) -> None:
+    """Found but broken (its code, or a migration's, raises): a problem in the code, exit 1;
+    only a migrator that cannot be found is a configuration error."""
     (package / "lib.py").write_text("raise RuntimeError('no database configured')\n")
     module = f"{package.name}.lib"
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(RegistryError) as err:
         load_migrator(f"{module}:Migrator")
-    assert err.value.exit_code == 2
+    assert err.value.exit_code == 1
     assert str(err.value) == (
-        f"migrator module {module!r} does not import (RuntimeError: no database configured); "
-        "run from the project root or fix the import"
+        f"migrator module {module!r} was found but raised while importing (RuntimeError: no "
+        "database configured); fix that code (run with -v for the traceback)"
     )
     assert isinstance(err.value.__cause__, RuntimeError)
+    (package / "lib.py").write_text("from . import m20260101_000001_broken\n")
+    (package / "m20260101_000001_broken.py").write_text("async def up(conn)\n")
+    sys.modules.pop(module, None)
+    with pytest.raises(RegistryError, match=r"SyntaxError: .*m20260101_000001_broken\.py"):
+        load_migrator(f"{module}:Migrator")
+    (package / "lib.py").write_text("import no_such_dependency\n")
+    sys.modules.pop(module, None)
+    with pytest.raises(RegistryError, match="No module named 'no_such_dependency'"):
+        load_migrator(f"{module}:Migrator")
 
 
 def test_load_migrator_module_that_does_not_exist(package: Path) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import rung
 from conftest import MigrationPackage
-from rung.drift import SNAPSHOT_KEY, store_snapshot
+from rung.drifting import SNAPSHOT_KEY, store_snapshot
 from rung.errors import SchemaError
 from rung.history import History
 from rung.schema import (

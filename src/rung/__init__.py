@@ -4,7 +4,9 @@ Each migration is a module with ``async def up(conn)`` and ``async def down(conn
 explicit registry fixes their order; ``upgrade`` applies the pending ones in transactions.
 
 The names below are imported on first use, so that ``rung --help`` and ``rung new`` (which
-import this package first) do not pay for SQLAlchemy and a database driver.
+import this package first) do not pay for SQLAlchemy and a database driver. No module is
+named after a public function (``verify`` lives in ``verifying``): importing a submodule
+sets the package attribute of its name, which would hide the function.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rung import errors
+    from rung.drifting import drift
     from rung.migration import Migration
     from rung.plan import MigrationState, State
     from rung.runner import Executed, baseline, downgrade, repair, status, upgrade
+    from rung.verifying import verify
 
 __all__ = [
     "Executed",
@@ -25,10 +29,12 @@ __all__ = [
     "State",
     "baseline",
     "downgrade",
+    "drift",
     "errors",
     "repair",
     "status",
     "upgrade",
+    "verify",
 ]
 __version__ = "0.1.0"
 
@@ -40,10 +46,12 @@ _HOMES = {
     "State": "rung.plan",
     "baseline": "rung.runner",
     "downgrade": "rung.runner",
+    "drift": "rung.drifting",
     "errors": "rung.errors",
     "repair": "rung.runner",
     "status": "rung.runner",
     "upgrade": "rung.runner",
+    "verify": "rung.verifying",
 }
 
 

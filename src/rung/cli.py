@@ -124,7 +124,8 @@ def cmd_init(ctx: Context) -> int:
         ctx.out.result("kept pyproject.toml as it is: it has a [tool.rung] section already")
     else:
         ctx.out.result(f"{done.pyproject} pyproject.toml with a [tool.rung] section")
-    ctx.out.note("next: rung new create_first_table, write its up and down, then rung up")
+    there = f"cd {ctx.args.dir}, " if ctx.args.dir and root != Path.cwd() else ""
+    ctx.out.note(f"next: {there}rung new create_first_table, write its up and down, then rung up")
     return 0
 
 
@@ -276,7 +277,7 @@ def cmd_check(ctx: Context) -> int:
 
 
 async def cmd_verify(ctx: Context) -> int:
-    from rung.verify import verify
+    from rung.verifying import verify
 
     ctx.out.events = bool(ctx.out.verbose)
     async with ctx.database() as engine:
@@ -298,7 +299,7 @@ async def cmd_verify(ctx: Context) -> int:
 
 
 async def cmd_drift(ctx: Context) -> int:
-    from rung.drift import drift
+    from rung.drifting import drift
 
     ctx.out.events = bool(ctx.out.verbose)
     async with ctx.database() as engine:
@@ -345,7 +346,7 @@ async def _dry_run(ctx: Context, direction: str) -> int:
 
 async def _drift_gate(ctx: Context, engine: AsyncEngine, *, strict: bool) -> None:
     """Before an upgrade: warn about drift since rung's last run, or refuse with --strict."""
-    from rung.drift import check_drift
+    from rung.drifting import check_drift
     from rung.errors import NoSnapshot
     from rung.history import History
     from rung.runner import connect
@@ -529,7 +530,11 @@ OPTIONS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
     ],
 }
 # fmt: on
-EXCLUSIVE = {"down": ("n", "to", "all"), "repair": ("applied", "not_applied")}
+# Options that exclude each other, by their argparse dest: the flag users type.
+EXCLUSIVE = {
+    "down": {"n": "-n", "to": "--to", "all": "--all"},
+    "repair": {"applied": "--applied", "not_applied": "--not-applied"},
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -561,9 +566,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    given = [k for k in EXCLUSIVE.get(args.command, ()) if getattr(args, k) not in (None, False)]
+    exclusive = EXCLUSIVE.get(args.command, {})
+    given = [flag for k, flag in exclusive.items() if getattr(args, k) not in (None, False)]
     if len(given) > 1:
-        parser.error(f"rung {args.command}: give one of {', '.join(given)}, not several")
+        sys.stderr.write(
+            f"rung: error: rung {args.command}: give one of {', '.join(given)}, not several\n"
+            f"rung: hint: see 'rung {args.command} --help'\n"
+        )
+        return 2
     verbose = getattr(args, "verbose", 0)
     out = Output(verbose=verbose, quiet="quiet" in args, as_json=getattr(args, "json", False))
     handler = ProgressHandler(out)

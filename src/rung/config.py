@@ -316,7 +316,11 @@ async def reach(engine: AsyncEngine, url: str, wait: float, on_wait: Callable[[s
     deadline = time.monotonic() + wait
     delay, last = 0.2, ""
     while True:
-        problem = await _try(engine, url)
+        left = deadline - time.monotonic()
+        try:  # with --wait, no attempt outlasts the deadline (CONNECT_TIMEOUT may be longer)
+            problem = await asyncio.wait_for(_try(engine, url), max(left, 1.0) if wait else None)
+        except asyncio.TimeoutError:
+            problem = f"no answer within {max(left, 1.0):.0f} s"
         if problem is None:
             return
         if time.monotonic() + delay > deadline:

@@ -31,11 +31,15 @@ def load_migrator(spec: str) -> Any:
         )
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not f"{module_name}.".startswith(f"{exc.name}."):
+            raise _broken(module_name, exc) from exc
         raise ConfigError(
             f"migrator module {module_name!r} does not import ({type(exc).__name__}: {exc}); "
             "run from the project root or fix the import"
         ) from exc
+    except Exception as exc:
+        raise _broken(module_name, exc) from exc
     try:
         return getattr(module, attr)
     except AttributeError:
@@ -43,6 +47,15 @@ def load_migrator(spec: str) -> Any:
             f"module {module_name!r} has no attribute {attr!r}; "
             "point --migrator at the class holding migrations()"
         ) from None
+
+
+def _broken(module_name: str, exc: Exception) -> RegistryError:
+    """The registry was found, but its code (or a migration's) raised while importing."""
+    return RegistryError(
+        f"migrator module {module_name!r} was found but raised while importing "
+        f"({type(exc).__name__}: {exc}); fix that code (run with -v for the traceback)",
+        problems=[f"{type(exc).__name__}: {exc}"],
+    )
 
 
 def migrations_of(registry: Registry) -> tuple[Migration, ...]:

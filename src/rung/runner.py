@@ -478,7 +478,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 async def store_snapshot(conn: AsyncConnection, history: History) -> None:
-    from rung.drift import store_snapshot as store  # drift builds on the runner
+    from rung.drifting import store_snapshot as store  # drift builds on the runner
 
     await store(conn, history)
 

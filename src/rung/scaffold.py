@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from rung.config import read_section
 from rung.errors import ScaffoldError, UsageError
 
 MAX_SLUG = 64
@@ -149,7 +150,11 @@ class Initialised:
 
 def init(root: Path) -> Initialised:
     """Write the template layout under ``root``; refuse before writing anything if a file of
-    it exists. Package markers are added only to folders this creates."""
+    it exists, or if pyproject.toml is not valid TOML. Package markers are added only to
+    folders this creates."""
+    if root.exists() and not root.is_dir():
+        raise ScaffoldError(f"{root} is a file, not a folder; give rung init a project folder")
+    read_section(root / "pyproject.toml")  # refuses a file that is not valid TOML
     existing = [root / rel for rel in TEMPLATE if (root / rel).exists()]
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
