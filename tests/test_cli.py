@@ -101,6 +101,29 @@ def test_a_closed_output_pipe_does_not_stop_a_run(todos: Project) -> None:
     assert [m["state"] for m in status.json()["migrations"]] == ["applied", "applied"]
 
 
+def test_reading_commands_never_create_a_sqlite_file(sqlite_project: Project) -> None:
+    """A mistyped path: status says the file is not there (and that all is pending) without
+    making it; show and drift refuse; refresh's JSON keeps both directions."""
+    todos = add_todos(sqlite_project)
+    typo = todos.root / "tpyo.db"
+    env = clean_environment(DATABASE_URL=f"sqlite:///{typo}")
+    status = todos.rung("status", "--json", env=env)
+    assert status.code == 0 and f"{typo} does not exist yet" in status.err
+    assert status.json()["counts"] == {"pending": 2}
+    for command in (["show", todos.names[0]], ["drift"]):
+        refused = todos.rung(*command, env=env)
+        assert refused.code == 2 and f"SQLite database file {typo} does not exist" in refused.err
+    assert not typo.exists()
+    assert todos.rung("up").code == 0
+    refresh = todos.rung("refresh", "--yes", "--json")
+    assert [(m["name"], m["direction"]) for m in refresh.json()["migrations"]] == [
+        (todos.names[1], "down"),
+        (todos.names[0], "down"),
+        (todos.names[0], "up"),
+        (todos.names[1], "up"),
+    ]
+
+
 def test_steps_targets_and_usage_errors(sqlite_project: Project) -> None:
     todos = add_todos(sqlite_project)
     third = todos.add(

@@ -59,10 +59,13 @@ class Context:
         return load_migrator(self.cfg.migrator)
 
     @asynccontextmanager
-    async def database(self) -> AsyncIterator[AsyncEngine]:
-        """The configured database, once it accepts connections (--wait)."""
+    async def database(self, *, only_reads: bool = False) -> AsyncIterator[AsyncEngine]:
+        """The configured database, once it accepts connections (--wait). ``only_reads``:
+        the command must not create a SQLite file that is not there."""
         configuration.check_driver(self.cfg.url)  # configuration errors first, then the
         self.registry  # noqa: B018  registry, before any connection
+        if only_reads:
+            configuration.check_exists(self.cfg.url)
         engine = configuration.create_engine(self.cfg)
         try:
             await configuration.reach(engine, self.cfg.url, self.cfg.wait, self.out.note)
@@ -170,19 +173,26 @@ async def cmd_down(ctx: Context) -> int:
 
 
 async def cmd_status(ctx: Context) -> int:
-    from rung.plan import outstanding
+    from rung.plan import outstanding, states
+    from rung.registry import migrations_of
     from rung.runner import status
 
-    async with ctx.database() as engine:
-        states = await status(engine, ctx.registry, table=ctx.cfg.table)
-    output.status(ctx.out, states, f"database {ctx.cfg.shown_url}, history in {ctx.cfg.table}")
-    return 1 if ctx.args.exit_code and outstanding(states) else 0
+    missing = configuration.missing_file(ctx.cfg.url)
+    if missing is None:
+        async with ctx.database() as engine:
+            found = await status(engine, ctx.registry, table=ctx.cfg.table)
+    else:  # status never writes, not even an empty SQLite file
+        configuration.create_engine(ctx.cfg)  # but a bad URL is still an error
+        ctx.out.note(f"{missing} does not exist yet: every migration is pending (rung up makes it)")
+        found = states(migrations_of(ctx.registry), [])
+    output.status(ctx.out, found, f"database {ctx.cfg.shown_url}, history in {ctx.cfg.table}")
+    return 1 if ctx.args.exit_code and outstanding(found) else 0
 
 
 async def cmd_show(ctx: Context) -> int:
     from rung.runner import status
 
-    async with ctx.database() as engine:
+    async with ctx.database(only_reads=True) as engine:
         states = await status(engine, ctx.registry, table=ctx.cfg.table)
     output.show(ctx.out, _find(states, ctx.args.name))
     return 0
@@ -208,7 +218,8 @@ async def cmd_refresh(ctx: Context) -> int:
         if not ctx.out.as_json:
             ctx.report(reverted, engine, "nothing to revert")
         done = await upgrade(engine, ctx.registry, **ctx.writes)
-        return ctx.report(done, engine, "nothing to apply")
+        both = [*reverted, *done] if ctx.out.as_json else done  # JSON: one list, with directions
+        return ctx.report(both, engine, "nothing to apply")
 
 
 async def cmd_reset(ctx: Context) -> int:
@@ -302,7 +313,7 @@ async def cmd_drift(ctx: Context) -> int:
     from rung.drifting import drift
 
     ctx.out.events = bool(ctx.out.verbose)
-    async with ctx.database() as engine:
+    async with ctx.database(only_reads=True) as engine:
         report = await drift(
             engine,
             ctx.registry,
@@ -396,8 +407,8 @@ def _find(states: Sequence[MigrationState], name: str) -> MigrationState:
         return found[0]
     if not found:
         raise UnknownTarget(f"no migration is named {name!r}; run 'rung status' for the names")
-    names = ", ".join(s.name for s in found[:3])
-    raise UsageError(f"{name!r} is part of {len(found)} names ({names}, ...); give more of it")
+    names = ", ".join(s.name for s in found[:3]) + (", ..." if len(found) > 3 else "")
+    raise UsageError(f"{name!r} is part of {len(found)} names ({names}); give more of it")
 
 
 def _hint(exc: RungError, ctx: Context | None) -> str:

@@ -254,6 +254,26 @@ def check_driver(url: str) -> None:
             )
 
 
+def missing_file(url: str) -> str | None:
+    """The path of a SQLite URL's file when it is not there but could be (connecting would
+    create it); None otherwise, also when its folder is missing (connecting fails)."""
+    match = re.fullmatch(r"sqlite(?:\+\w+)?:///([^?]*)(\?.*)?", url, re.DOTALL)
+    path = match[1] if match else ""
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return None
+    return path if not Path(path).exists() and Path(path).parent.is_dir() else None
+
+
+def check_exists(url: str) -> None:
+    """For commands that only read: a SQLite file that is not there is an error, not an
+    empty database to create."""
+    path = missing_file(url)
+    if path is not None:
+        raise DatabaseUnreachable(
+            f"SQLite database file {path} does not exist; check the URL (rung up creates it)"
+        )
+
+
 # -- the engine -----------------------------------------------------------------------------
 
 
