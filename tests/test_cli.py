@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -417,16 +418,38 @@ def test_bad_urls_are_configuration_errors(tmp_path: Path) -> None:
     assert run([*RUNG, "init"], tmp_path).code == 0
     cases = {
         "not a url": "does not start with a scheme",
-        "nosuchdb://u@h/d": "does not know",
-        "postgresql+psycopg2://u:Pw1234@h/d": "not installed",
+        "nosuchdb://u@h/d": "rung works with SQLite, PostgreSQL, MySQL and MariaDB",
+        "oracle://u:Pw1234@h/d": "rung works with SQLite, PostgreSQL, MySQL and MariaDB",
+        "mysql+aiomysql://u:Pw1234@h/d": "not installed; install it with: pip install 'aiomysql'",
+        "postgresql+psycopg2://u:Pw1234@h/d": "not async",
+        "postgresql+pg8000://u:Pw1234@h/d": "not async",
         "sqlite+pysqlite:///x.db": "not async",
         "postgresql://u:Pw1234@127.0.0.1:notaport/d": "not a valid URL",
+        "postgresql//u:Pw1234@127.0.0.1/d": "does not start with a scheme",
+        "postgresql:u:Pw1234@127.0.0.1/d": "does not start with a scheme",
+        "postgres:Pw1234@127.0.0.1:5432/d": "does not start with a scheme",
     }
     for url, expected in cases.items():
         result = run([*RUNG, "status", "--url", url], tmp_path)
         assert result.code == 2, (url, result.text)
         assert result.err.startswith("rung: error: ") and expected in result.err, result.err
         assert "Pw1234" not in result.text and "Traceback" not in result.text
+
+
+def test_a_server_that_never_answers_fails_within_the_wait(tmp_path: Path) -> None:
+    """A listener that accepts connections and never speaks: asyncmy's connect_timeout
+    does not cover the handshake, so rung bounds every attempt itself."""
+    assert run([*RUNG, "init"], tmp_path).code == 0
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        for scheme in ("mysql", "postgres"):
+            started = time.monotonic()
+            url = f"{scheme}://u@127.0.0.1:{port}/d"
+            result = run([*RUNG, "status", "--wait", "1", "--url", url], tmp_path)
+            assert result.code == 2 and "no answer within 1 s" in result.err, result.text
+            assert time.monotonic() - started < 8
 
 
 def test_missing_driver_names_the_extra(tmp_path: Path) -> None:

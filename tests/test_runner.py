@@ -355,6 +355,20 @@ async def test_history_table_with_unexpected_shape(
     assert await tables(engine) == {"rung_migrations"}
 
 
+async def test_history_rows_changed_by_hand_are_named_not_crashed_on(
+    engine: AsyncEngine, migrations: MigrationPackage
+) -> None:
+    ladder(migrations, 1)
+    reg = migrations.registry()
+    await rung.upgrade(engine, reg)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("UPDATE rung_migrations SET journal = 'not json'"))
+    with pytest.raises(errors.HistoryError, match=r"a row of 'rung_migrations' cannot be read"):
+        await rung.status(engine, reg)
+    with pytest.raises(errors.HistoryError, match="restore or delete that row"):
+        await rung.upgrade(engine, reg)
+
+
 async def test_repair_marks_applied_and_not_applied(
     engine: AsyncEngine, migrations: MigrationPackage
 ) -> None:

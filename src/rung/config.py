@@ -70,6 +70,8 @@ DRIVERS = {
     "aiosqlite": ("aiosqlite", "aiosqlite", None),
     "psycopg": ("psycopg", "psycopg[binary]", "connect_timeout"),
 }
+BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")  # what rung's dialects cover
+SYNC_DRIVERS = {"psycopg2", "pg8000", "pymysql", "mysqldb", "mysqlconnector", "pysqlite"}
 # libpq's query options, as platforms write them into PostgreSQL URLs, in asyncpg's terms.
 LIBPQ_OPTIONS = {"sslmode": ("ssl", str), "connect_timeout": ("timeout", float)}
 
@@ -215,13 +217,18 @@ def _anchored(url: str, root: Path) -> str:
 
 
 def hide_password(url: str) -> str:
-    """``url`` with its password (if any, also as ``?password=``) replaced by ``***``; works
-    on malformed URLs too."""
-    url = re.sub(r"^([\w+.-]+://[^:/?#@]*):.*@", r"\1:***@", url, count=1, flags=re.DOTALL)
-    return _QUERY_PASSWORD.sub(r"\1***", url)
+    """``url`` with its password (if any, also as ``?password=``) replaced by ``***``. In a
+    malformed URL (``postgres:user:pw@host``, ``postgresql//user:pw@host``) everything
+    between its scheme and the last ``@`` is hidden: a password is never shown."""
+    masked, found = re.subn(
+        r"^([\w+.-]+://[^:/?#@]*):.*@", r"\1:***@", url, count=1, flags=re.DOTALL
+    )
+    if not found and not re.match(r"^[\w+.-]+://", url) and ":" in url.rpartition("@")[0]:
+        masked = re.sub(r"^([A-Za-z][\w+.-]*[:/]*).*@", r"\1***@", url, count=1, flags=re.DOTALL)
+    return _QUERY_PASSWORD.sub(r"\1***", masked)
 
 
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&\s]*", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&\s,;]*", re.IGNORECASE)
 
 
 def password_of(url: str) -> str | None:
@@ -292,6 +299,14 @@ def create_engine(config: Config) -> AsyncEngine:
                 f"the password in database URL {shown!r} has an '@' in it; write it as %40 "
                 "(and escape other special characters as %XX)"
             )
+        if url.get_backend_name() not in BACKENDS:
+            raise ConfigError(
+                f"database URL {shown!r} names {url.get_backend_name()!r}; rung works with "
+                "SQLite, PostgreSQL, MySQL and MariaDB: sqlite:///, postgresql://, mysql://, "
+                "mariadb://"
+            )
+        if url.get_driver_name() in SYNC_DRIVERS:
+            raise sa.exc.InvalidRequestError("not async")
         driver = DRIVERS.get(url.get_driver_name())
         timeout_arg = driver[2] if driver else None
         connect_args: dict[str, Any] = {}
@@ -329,6 +344,9 @@ def create_engine(config: Config) -> AsyncEngine:
 
 async def reach(engine: AsyncEngine, url: str, wait: float, on_wait: Callable[[str], None]) -> None:
     """Connect once, or keep trying for ``wait`` seconds; else raise ``DatabaseUnreachable``.
+    No attempt outlasts the connect timeout (or what is left of ``wait``): a server that
+    accepts the connection and never answers fails like one that does not exist. A refused
+    login is not retried: waiting does not fix a password.
 
     ``on_wait`` is told why, each time the reason changes."""
     import asyncio
@@ -337,12 +355,18 @@ async def reach(engine: AsyncEngine, url: str, wait: float, on_wait: Callable[[s
     delay, last = 0.2, ""
     while True:
         left = deadline - time.monotonic()
-        try:  # with --wait, no attempt outlasts the deadline (CONNECT_TIMEOUT may be longer)
-            problem = await asyncio.wait_for(_try(engine, url), max(left, 1.0) if wait else None)
+        limit = max(min(left, CONNECT_TIMEOUT), 1.0) if wait else CONNECT_TIMEOUT
+        try:
+            problem = await asyncio.wait_for(_try(engine, url), limit + 0.5)
         except asyncio.TimeoutError:
-            problem = f"no answer within {max(left, 1.0):.0f} s"
+            problem = f"no answer within {limit:g} s"
         if problem is None:
             return
+        if _LOGIN_REFUSED.search(problem):
+            raise DatabaseUnreachable(
+                f"{hide_password(url)} refused the login ({problem}); check the user name "
+                "and password in the URL"
+            )
         if time.monotonic() + delay > deadline:
             how_long = f" within {wait:g} s" if wait else ""
             hint = (
@@ -359,6 +383,13 @@ async def reach(engine: AsyncEngine, url: str, wait: float, on_wait: Callable[[s
             last = problem
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)
+
+
+# What PostgreSQL and MySQL/MariaDB say when the user or password is wrong.
+_LOGIN_REFUSED = re.compile(
+    r"password authentication failed|InvalidPasswordError|InvalidAuthorizationSpecification"
+    r"|Access denied for user"
+)
 
 
 async def _try(engine: AsyncEngine, url: str) -> str | None:

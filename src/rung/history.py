@@ -64,6 +64,8 @@ class History:
             try:
                 rows = (await conn.execute(self._select)).all()
                 break
+            except (ValueError, TypeError) as exc:  # a value SQLAlchemy cannot convert
+                raise self._unreadable(exc) from exc
             except sa.exc.DBAPIError as exc:
                 await conn.rollback()
                 if not await conn.run_sync(lambda c: sa.inspect(c).has_table(self.name)):
@@ -74,7 +76,16 @@ class History:
                         f"({_first_line(exc)}); rename that table or give rung another one "
                         "with --table"
                     ) from exc
-        return [_record(row) for row in rows]
+        try:
+            return [_record(row) for row in rows]
+        except (ValueError, TypeError, KeyError) as exc:  # a journal that is not rung's JSON
+            raise self._unreadable(exc) from exc
+
+    def _unreadable(self, exc: Exception) -> HistoryError:
+        return HistoryError(
+            f"a row of {self.name!r} cannot be read ({type(exc).__name__}: {_first_line(exc)}); "
+            "it was changed by hand or by another tool: restore or delete that row"
+        )
 
     async def ensure(self, conn: AsyncConnection) -> None:
         """Create the tables on first write; refuse a format this rung does not know."""

@@ -138,9 +138,19 @@ async def _locked(conn: AsyncConnection, dialect: Dialect, options: Options) -> 
 
 @asynccontextmanager
 async def _writing(conn: AsyncConnection, dialect: Dialect) -> AsyncIterator[None]:
-    async with conn.begin():
+    """A write transaction: committed at the end, rolled back on an error. A rollback that
+    fails too (the server ended the connection) never hides the error that came first."""
+    transaction = await conn.begin()
+    try:
         await dialect.begin(conn)
         yield
+    except BaseException:
+        try:
+            await transaction.rollback()
+        except Exception as exc:
+            logger.debug("rollback failed after the error below (%s)", _one_line(exc))
+        raise
+    await transaction.commit()
 
 
 @asynccontextmanager
