@@ -12,8 +12,8 @@ sets the package attribute of its name, which would hide the function.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
     from rung import errors
     from rung.drifting import drift

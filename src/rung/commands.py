@@ -1,0 +1,394 @@
+"""The ``rung`` commands: one small function each over the library, given a ``Context``
+(the parsed arguments, the configuration, the output). ``rung.cli`` parses the command
+line, imports this module only for a command that runs (``--help`` never does) and turns
+errors into messages and exit codes. SQLAlchemy and the runner are imported inside the
+commands that use a database, so ``rung new`` works without a database driver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rung import config as configuration
+from rung import output
+from rung.errors import RungError, SchemaError, UnknownTarget, UsageError
+from rung.output import Output
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from rung.plan import MigrationState
+    from rung.runner import Executed
+
+
+class Context:
+    """What every command gets: its arguments, the configuration, the output."""
+
+    def __init__(self, args: argparse.Namespace, cfg: configuration.Config, out: Output) -> None:
+        self.args, self.cfg, self.out = args, cfg, out
+
+    @functools.cached_property
+    def registry(self) -> Any:
+        """The migrator, imported with the project root on sys.path."""
+        from rung.registry import load_migrator
+
+        configuration.add_to_path(self.cfg.root)
+        return load_migrator(self.cfg.migrator)
+
+    @asynccontextmanager
+    async def database(self, *, only_reads: bool = False) -> AsyncIterator[AsyncEngine]:
+        """The configured database, once it accepts connections (--wait). ``only_reads``:
+        the command must not create a SQLite file that is not there."""
+        configuration.check_driver(self.cfg.url)  # configuration errors first, then the
+        self.registry  # noqa: B018  registry, before any connection
+        if only_reads:
+            configuration.check_exists(self.cfg.url)
+        engine = configuration.create_engine(self.cfg)
+        try:
+            await configuration.reach(engine, self.cfg.url, self.cfg.wait, self.out.note)
+            yield engine
+        finally:
+            await engine.dispose()
+
+    @property
+    def writes(self) -> dict[str, Any]:
+        """Keyword arguments of the runner's upgrade and downgrade."""
+        return {**self.cfg.run_options, "per_migration": self.cfg.per_migration}
+
+    def confirm(self, what: str) -> None:
+        """Ask on a terminal; elsewhere demand --yes."""
+        self.registry  # noqa: B018  (configuration errors first, before asking)
+        command = self.args.command
+        if self.args.yes:
+            return
+        if not sys.stdin.isatty():
+            raise UsageError(
+                f"rung {command} would {what}; it asks first on a terminal, so pass --yes "
+                "to do it from a script"
+            )
+        sys.stderr.write(f"rung {command} will {what}.\nType 'yes' to go on: ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            raise RungError(f"rung {command} cancelled: nothing was changed")
+
+    def report(self, done: Sequence[Executed], engine: AsyncEngine, nothing: str) -> int:
+        output.executed(self.out, done, self._how(done, engine), nothing)
+        return 0
+
+    def _how(self, done: Sequence[Executed], engine: AsyncEngine) -> str:
+        """How the run committed, never claiming an atomicity the database cannot give."""
+        from rung.dialects import dialect_named
+        from rung.registry import migrations_of
+
+        if len(done) < 2:
+            return ""
+        if not dialect_named(engine.dialect.name).transactional_ddl:
+            return f", each committed on its own ({engine.dialect.name} commits DDL at once)"
+        if self.cfg.per_migration:
+            return ", each in its own transaction"
+        transactional = {m.name: m.transactional for m in migrations_of(self.registry)}
+        return ", in one transaction" if all(transactional.get(e.name) for e in done) else ""
+
+
+# -- the commands -----------------------------------------------------------------------------
+
+
+def cmd_init(ctx: Context) -> int:
+    from rung import scaffold
+
+    root = Path(ctx.args.dir).resolve() if ctx.args.dir else Path.cwd()
+    done = scaffold.init(root)
+    for path in done.created:
+        ctx.out.result(f"created {path.relative_to(root)}")
+    if done.pyproject == "kept":
+        ctx.out.result("kept pyproject.toml as it is: it has a [tool.rung] section already")
+    else:
+        ctx.out.result(f"{done.pyproject} pyproject.toml with a [tool.rung] section")
+    there = f"cd {ctx.args.dir}, " if ctx.args.dir and root != Path.cwd() else ""
+    ctx.out.note(f"next: {there}rung new create_first_table, write its up and down, then rung up")
+    return 0
+
+
+def cmd_new(ctx: Context) -> int:
+    from rung import scaffold
+
+    made = scaffold.new(ctx.cfg.root, ctx.cfg.migrator, ctx.args.name)
+    ctx.out.result(str(made.path.relative_to(ctx.cfg.root)))
+    if made.registered:
+        ctx.out.note(f"registered at the end of {made.lib.relative_to(ctx.cfg.root)}")
+        return 0
+    ctx.out.warn(f"{made.lib} was not edited: {made.reason}; add these lines yourself:")
+    ctx.out.result(f"    {made.lines_to_add[0]}    # with the imports")
+    ctx.out.result(f"    {made.lines_to_add[1]}    # at the end of the registry")
+    return 0
+
+
+async def cmd_up(ctx: Context) -> int:
+    from rung.runner import upgrade
+
+    a = ctx.args
+    if a.dry_run:
+        return await _dry_run(ctx, "up")
+    async with ctx.database() as engine:
+        if a.check_drift or a.strict:
+            await _drift_gate(ctx, engine, strict=a.strict)
+        done = await upgrade(
+            engine, ctx.registry, steps=a.n, to=a.to, out_of_order=a.out_of_order, **ctx.writes
+        )
+        return ctx.report(done, engine, "nothing to apply: the database is up to date")
+
+
+async def cmd_down(ctx: Context) -> int:
+    from rung.runner import downgrade
+
+    a = ctx.args
+    if a.dry_run:
+        return await _dry_run(ctx, "down")
+    async with ctx.database() as engine:
+        done = await downgrade(engine, ctx.registry, steps=a.n, to=a.to, all=a.all, **ctx.writes)
+        return ctx.report(done, engine, "nothing to revert")
+
+
+async def cmd_status(ctx: Context) -> int:
+    from rung.plan import outstanding, states
+    from rung.registry import migrations_of
+    from rung.runner import status
+
+    missing = configuration.missing_file(ctx.cfg.url)
+    if missing is None:
+        async with ctx.database() as engine:
+            found = await status(engine, ctx.registry, table=ctx.cfg.table)
+    else:  # status never writes, not even an empty SQLite file
+        configuration.create_engine(ctx.cfg)  # but a bad URL is still an error
+        ctx.out.note(f"{missing} does not exist yet: every migration is pending (rung up makes it)")
+        found = states(migrations_of(ctx.registry), [])
+    output.status(ctx.out, found, f"database {ctx.cfg.shown_url}, history in {ctx.cfg.table}")
+    return 1 if ctx.args.exit_code and outstanding(found) else 0
+
+
+async def cmd_show(ctx: Context) -> int:
+    from rung.runner import status
+
+    async with ctx.database(only_reads=True) as engine:
+        states = await status(engine, ctx.registry, table=ctx.cfg.table)
+    output.show(ctx.out, _find(states, ctx.args.name))
+    return 0
+
+
+async def cmd_fresh(ctx: Context) -> int:
+    from rung.runner import upgrade
+
+    ctx.confirm(f"drop every table in {ctx.cfg.shown_url}, then apply every migration")
+    async with ctx.database() as engine:
+        dropped = await _drop_everything(engine)
+        ctx.out.note(f"dropped {', '.join(dropped) or 'nothing: the database was empty'}")
+        done = await upgrade(engine, ctx.registry, **ctx.writes)
+        return ctx.report(done, engine, "nothing to apply: no migrations are registered")
+
+
+async def cmd_refresh(ctx: Context) -> int:
+    from rung.runner import downgrade, upgrade
+
+    ctx.confirm(f"revert every migration in {ctx.cfg.shown_url}, then apply them all again")
+    async with ctx.database() as engine:
+        reverted = await downgrade(engine, ctx.registry, all=True, **ctx.writes)
+        if not ctx.out.as_json:
+            ctx.report(reverted, engine, "nothing to revert")
+        done = await upgrade(engine, ctx.registry, **ctx.writes)
+        both = [*reverted, *done] if ctx.out.as_json else done  # JSON: one list, with directions
+        return ctx.report(both, engine, "nothing to apply")
+
+
+async def cmd_reset(ctx: Context) -> int:
+    from rung.runner import downgrade
+
+    ctx.confirm(f"revert every migration in {ctx.cfg.shown_url}")
+    async with ctx.database() as engine:
+        done = await downgrade(engine, ctx.registry, all=True, **ctx.writes)
+        return ctx.report(done, engine, "nothing to revert")
+
+
+async def cmd_baseline(ctx: Context) -> int:
+    from rung.runner import baseline
+
+    async with ctx.database() as engine:
+        names = await baseline(engine, ctx.registry, to=ctx.args.to, **ctx.cfg.run_options)
+    if ctx.out.as_json:
+        ctx.out.data({"recorded": names})
+    for name in [] if ctx.out.as_json else names:
+        ctx.out.result(f"recorded as applied, without running it: {name}")
+    ctx.out.note(
+        f"{output.count(len(names), 'migration')} recorded" if names else "nothing to record"
+    )
+    return 0
+
+
+async def cmd_repair(ctx: Context) -> int:
+    from rung.runner import repair
+
+    a = ctx.args
+    applied = True if a.applied else False if a.not_applied else None
+    async with ctx.database() as engine:
+        done = await repair(engine, ctx.registry, a.name, applied=applied, **ctx.cfg.run_options)
+    if ctx.out.as_json:
+        ctx.out.data(
+            {"repairs": [{"name": r.name, "resolution": r.resolution.value} for r in done]}
+        )
+    for r in [] if ctx.out.as_json else done:
+        ctx.out.result(f"{r.name}: {r.resolution.value}")
+    ctx.out.note(
+        f"{output.count(len(done), 'change')} to the history" if done else "nothing to repair"
+    )
+    return 0
+
+
+def cmd_check(ctx: Context) -> int:
+    from rung.migration import Migration
+    from rung.registry import _collect, lint_folder, validate
+
+    entries = _collect(ctx.registry)
+    module = sys.modules[ctx.cfg.migrator.partition(":")[0]]
+    folder = Path(module.__file__ or ".").parent
+    found = validate(entries) + lint_folder(
+        [m for m in entries if isinstance(m, Migration)], folder
+    )
+    if ctx.out.as_json:
+        ctx.out.data({"ok": not found, "migrations": len(entries), "problems": found})
+        return 1 if found else 0
+    what = f"{ctx.cfg.migrator}: {output.count(len(entries), 'migration')} in {folder}"
+    output.problems(
+        ctx.out,
+        found,
+        f"{output.count(len(found), 'problem')} in {what}" if found else f"ok, {what}",
+    )
+    return 1 if found else 0
+
+
+async def cmd_verify(ctx: Context) -> int:
+    from rung.verifying import verify
+
+    ctx.out.events = bool(ctx.out.verbose)
+    async with ctx.database() as engine:
+        report = await verify(
+            engine,
+            ctx.registry,
+            scratch_url=_scratch(ctx),
+            start_after=ctx.args.start_after,
+            table=ctx.cfg.table,
+        )
+    checked = report.checked if isinstance(report.checked, int) else len(report.checked)
+    found = [f"{f.message}" + "".join(f"\n    {d}" for d in f.differences) for f in report.failures]
+    if ctx.out.as_json:
+        ctx.out.data({"ok": report.ok, "checked": checked, "failures": found})
+        return 0 if report.ok else 1
+    summary = output.count(len(found), "problem") if found else "every down reverses its up"
+    output.problems(ctx.out, found, f"verified {output.count(checked, 'migration')}: {summary}")
+    return 0 if report.ok else 1
+
+
+async def cmd_drift(ctx: Context) -> int:
+    from rung.drifting import drift
+
+    ctx.out.events = bool(ctx.out.verbose)
+    async with ctx.database(only_reads=True) as engine:
+        report = await drift(
+            engine,
+            ctx.registry,
+            replay=ctx.args.replay,
+            scratch_url=_scratch(ctx),
+            exclude=_excluded(ctx),
+            table=ctx.cfg.table,
+        )
+    found = [str(d) for d in report.differences]
+    if ctx.out.as_json:
+        ctx.out.data({"drift": report.has_drift, "differences": found})
+        return 1 if report.has_drift else 0
+    against = "the history replayed on a scratch database" if ctx.args.replay else "rung's last run"
+    for difference in found:
+        ctx.out.result(difference)
+    summary = (
+        f"{output.count(len(found), 'difference')} from" if report.has_drift else "no drift from"
+    )
+    ctx.out.note(f"{summary} {against}")
+    return 1 if report.has_drift else 0
+
+
+# -- what the commands share ------------------------------------------------------------------
+
+
+async def _dry_run(ctx: Context, direction: str) -> int:
+    from rung.dryrun import dry_run
+    from rung.plan import Direction, Request
+
+    a = ctx.args
+    steps = 1 if direction == "down" and not (a.n or a.to or a.all) else a.n
+    request = Request(Direction(direction), steps, a.to, getattr(a, "out_of_order", False))
+    ctx.out.events = bool(ctx.out.verbose)
+    async with ctx.database() as engine:
+        done = await dry_run(
+            engine, ctx.registry, request, table=ctx.cfg.table, scratch_url=_scratch(ctx)
+        )
+    output.dry_run(ctx.out, done, "apply" if direction == "up" else "revert")
+    return 0
+
+
+async def _drift_gate(ctx: Context, engine: AsyncEngine, *, strict: bool) -> None:
+    """Before an upgrade: warn about drift since rung's last run, or refuse with --strict."""
+    from rung.drifting import check_drift
+    from rung.errors import NoSnapshot
+    from rung.history import History
+    from rung.runner import connect
+
+    try:
+        async with connect(engine) as conn:
+            found = [
+                str(d) for d in await check_drift(conn, History(ctx.cfg.table), _excluded(ctx))
+            ]
+    except NoSnapshot as exc:
+        if strict:
+            raise
+        ctx.out.warn(f"cannot check for drift: {exc.message}")
+        return
+    for difference in found:
+        ctx.out.warn(f"drift: {difference}")
+    if strict and found:
+        raise SchemaError(
+            f"the schema changed outside rung since its last run (the "
+            f"{output.count(len(found), 'difference')} above) and --strict refuses to migrate "
+            "it; undo them, or run without --strict",
+            differences=found,
+        )
+
+
+def _scratch(ctx: Context) -> str | None:
+    given = getattr(ctx.args, "scratch_url", None)
+    return configuration.normalize_url(given) if given else ctx.cfg.scratch_url
+
+
+def _excluded(ctx: Context) -> tuple[str, ...]:
+    return (*ctx.cfg.exclude, *(getattr(ctx.args, "exclude", None) or ()))
+
+
+async def _drop_everything(engine: AsyncEngine) -> list[str]:
+    """Drop everything in the default schema, rung's own tables included."""
+    from rung.dialects import dialect_named
+
+    async with engine.begin() as conn:
+        return await dialect_named(engine.dialect.name).drop_everything(conn)
+
+
+def _find(states: Sequence[MigrationState], name: str) -> MigrationState:
+    """The state of migration ``name``; a unique part of a name will do."""
+    found = [s for s in states if s.name == name] or [s for s in states if name in s.name]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise UnknownTarget(f"no migration is named {name!r}; run 'rung status' for the names")
+    names = ", ".join(s.name for s in found[:3]) + (", ..." if len(found) > 3 else "")
+    raise UsageError(f"{name!r} is part of {len(found)} names ({names}); give more of it")
