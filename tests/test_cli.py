@@ -3,6 +3,7 @@ against SQLite, PostgreSQL and MariaDB: every command, exit codes, JSON, refusal
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import socket
@@ -14,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from cli_support import RUNG, SCRIPT, Project, clean_environment, driverless, run
+from safety_nets import exists
 
 TRANSACTIONAL_DDL = {"sqlite": True, "postgresql": True, "mariadb": False}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -335,6 +337,33 @@ def test_urls_as_platforms_hand_them_out(todos: Project, db_url: str, backend: s
     refused = todos.rung("status", "-v", env=clean_environment(DATABASE_URL=str(bad)))
     assert refused.code == 2 and "password=***" in refused.err
     assert secret not in refused.text
+
+
+def test_sigterm_cancels_like_ctrl_c_and_drops_the_scratch_database(project: Project) -> None:
+    """``kill``, ``timeout`` and a stopping container send SIGTERM: verify still drops its
+    scratch database on the way out."""
+    slow = "await conn.execute(text('CREATE TABLE slow (id INTEGER)'))\n"
+    project.add("slow", slow + "import asyncio\nawait asyncio.sleep(20)", ["DROP TABLE slow"])
+    env = clean_environment(DATABASE_URL=project.url)
+    with subprocess.Popen(
+        [*RUNG, "verify", "-v"], cwd=project.root, env=env, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stderr is not None
+        created = ""
+        while not created:
+            line = proc.stderr.readline()
+            assert line, "verify ended before creating its scratch database"
+            if "created scratch database " in line:
+                created = line.split("created scratch database ", 1)[1].strip()
+        time.sleep(1)  # inside the slow migration now
+        started = time.monotonic()
+        proc.terminate()
+        rest = proc.communicate(timeout=30)[1]
+    assert proc.returncode == 130 and "rung: error: interrupted" in rest, rest
+    assert time.monotonic() - started < 15
+    assert "dropped scratch database" in rest
+    scratch = sa.make_url(created.replace("***", "x"))
+    assert not asyncio.run(exists(scratch)), f"{created} was left behind"
 
 
 def test_safety_net_commands(todos: Project) -> None:

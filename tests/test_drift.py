@@ -165,3 +165,36 @@ async def test_upgrade_and_downgrade_store_the_snapshot_they_leave(
     assert not (await drift(engine, migrations.registry())).has_drift
     await rung.downgrade(engine, migrations.registry())
     assert not (await drift(engine, migrations.registry())).has_drift
+
+
+async def test_a_run_that_fails_part_way_stores_what_it_committed(
+    backend: str, engine: AsyncEngine, migrations: MigrationPackage
+) -> None:
+    """Per-migration commits (MariaDB always, the others with per_migration): the snapshot
+    stored after a failure holds what the run committed, so drift does not report rung's
+    own work; statements MariaDB kept from the failed migration are rung's work too."""
+    migrations.add("items", statements(*ITEMS), statements("DROP TABLE items"))
+    migrations.add(
+        "broken",
+        statements("CREATE TABLE half (id INTEGER)", "SELECT * FROM no_such_table"),
+        statements("DROP TABLE half"),
+    )
+    with pytest.raises(errors.MigrationFailed):
+        await rung.upgrade(engine, migrations.registry(), per_migration=True)
+    assert (await drift(engine, migrations.registry())).differences == ()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)  # DDL that rolls back
+async def test_a_run_rolled_back_stores_nothing(
+    engine: AsyncEngine, migrations: MigrationPackage
+) -> None:
+    """One transaction rolled back changed nothing: the stored snapshot stays the one of the
+    last run that did, so drift made by hand before it is still named."""
+    migrations.add("items", statements(*ITEMS), statements("DROP TABLE items"))
+    await rung.upgrade(engine, migrations.registry())
+    await execute(engine, "CREATE TABLE by_hand (id INTEGER)")
+    migrations.add("broken", statements("SELECT * FROM no_such_table"))
+    with pytest.raises(errors.MigrationFailed):
+        await rung.upgrade(engine, migrations.registry())
+    found = await drift(engine, migrations.registry())
+    assert [str(d) for d in found.differences] == [f"+ table by_hand {IN_DB}"]

@@ -97,3 +97,19 @@ async def test_a_dry_run_refuses_what_the_real_run_would_refuse(
 
     with pytest.raises(errors.ChecksumMismatch, match=three.names[0]):
         await dry_run(engine, three.registry(), Request(Direction.UP))
+
+
+async def test_a_dry_run_goes_on_past_a_newer_release_s_migrations(
+    engine: AsyncEngine, three: MigrationPackage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """During a rolling deploy the history holds a migration only the newer release knows:
+    upgrade warns and goes on, and so does its dry run."""
+    base, priority, seed = three.names
+    future = three.add("future", sql("CREATE TABLE f (id INTEGER)"), sql("DROP TABLE f"))
+    await rung.upgrade(engine, three.registry([base, future]))
+    older = three.registry([base, priority, seed])
+    listen(caplog)
+    would = await dry_run(engine, older, Request(Direction.UP))
+    assert [e.name for e in would] == [priority, seed]
+    assert "newer than this registry" in caplog.text
+    assert [e.name for e in await rung.upgrade(engine, older)] == [priority, seed]

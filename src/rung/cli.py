@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
     from typing import Any, NoReturn
 
     from rung.commands import Context
@@ -234,7 +235,7 @@ def _run(args: argparse.Namespace) -> int:
         if isinstance(result, types.CoroutineType):
             import asyncio
 
-            result = asyncio.run(result)
+            result = asyncio.run(_terminable(result))
         return int(result)
     except RungError as exc:
         out.end_line("failed")
@@ -244,7 +245,10 @@ def _run(args: argparse.Namespace) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         out.end_line("interrupted")
-        out.error("interrupted; see 'rung status' for what was applied")
+        writes = args.command in ("up", "down", "fresh", "refresh", "reset") and not getattr(
+            args, "dry_run", False
+        )
+        out.error("interrupted", "'rung status' shows what was applied" if writes else "")
         return 130
     except Exception as exc:
         out.end_line("failed")
@@ -257,6 +261,26 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         logger.removeHandler(handler)
         logging.getLogger().removeHandler(libraries)
+
+
+async def _terminable(command: Coroutine[Any, Any, int]) -> int:
+    """Run ``command``, cancelled by SIGTERM (``kill``, ``timeout``, a container stopping) as
+    Ctrl-C cancels it: its clean-up runs (scratch databases dropped, locks released)."""
+    import asyncio
+    import signal
+
+    task = asyncio.ensure_future(command)
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    except (NotImplementedError, RuntimeError):  # not the main thread, or not Unix
+        return await task
+    try:
+        return await task
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _hint(exc: RungError, ctx: Context | None) -> str:

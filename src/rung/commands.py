@@ -133,11 +133,12 @@ async def cmd_up(ctx: Context) -> int:
     from rung.runner import upgrade
 
     a = ctx.args
+    if a.check_drift or a.strict:  # before a dry run too: it shows what up would do
+        async with ctx.database() as engine:
+            await _drift_gate(ctx, engine, strict=a.strict)
     if a.dry_run:
         return await _dry_run(ctx, "up")
     async with ctx.database() as engine:
-        if a.check_drift or a.strict:
-            await _drift_gate(ctx, engine, strict=a.strict)
         done = await upgrade(
             engine, ctx.registry, steps=a.n, to=a.to, out_of_order=a.out_of_order, **ctx.writes
         )

@@ -42,5 +42,5 @@ async def dry_run(
         return []
     async with scratch_database(engine.url, scratch_url, purpose="dryrun") as scratch:
         await replay_history(scratch, migrations, records, table)
-        options = Options(table=table, out_of_order=request.out_of_order)
+        options = Options(table=table, out_of_order=request.out_of_order, store_snapshot=False)
         return await run(scratch, migrations, request, options)

@@ -64,6 +64,7 @@ class Options:
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     per_migration: bool = False
     out_of_order: bool = False
+    store_snapshot: bool = True  # for drift; runs on a scratch database need none
 
 
 class Journal:
@@ -242,7 +243,38 @@ async def _run_batches(
     cleanup: AsyncExitStack,
 ) -> list[Executed]:
     done: list[Executed] = []
-    side: AsyncConnection | None = None  # journals non-atomic migrations as they go
+    side: list[AsyncConnection] = []  # journals non-atomic migrations as they go
+    try:
+        await _run_loop(conn, dialect, history, migrations, request, options, cleanup, done, side)
+    except BaseException as exc:
+        # A failed run may still have changed the schema: migrations committed before the
+        # failure, or statements a database without transactional DDL kept.
+        kept = isinstance(exc, MigrationFailed) and bool(exc.committed)
+        if options.store_snapshot and (done or kept) and not conn.invalidated:
+            try:
+                async with _writing(conn, dialect):
+                    await store_snapshot(conn, history)
+            except Exception as exc:  # never hide the error that came first
+                logger.warning("could not store the schema snapshot (%s)", _one_line(exc))
+        raise
+    if done and options.store_snapshot:  # what 'rung drift' compares the live schema with
+        async with _writing(conn, dialect):
+            await store_snapshot(conn, history)
+    return done
+
+
+async def _run_loop(
+    conn: AsyncConnection,
+    dialect: Dialect,
+    history: History,
+    migrations: Sequence[Migration],
+    request: Request,
+    options: Options,
+    cleanup: AsyncExitStack,
+    done: list[Executed],
+    side: list[AsyncConnection],
+) -> None:
+    """Plan and run batch after batch, under the lock, appending to ``done``."""
     while request.steps is None or len(done) < request.steps:
         remaining = None if request.steps is None else request.steps - len(done)
         batch: Batch | None = None
@@ -276,16 +308,13 @@ async def _run_batches(
                     direction=batch.direction.value,
                 )
         except _Failed as failed:
-            raise _failure(failed, rolled_back=True, done=done[:committed]) from failed.cause
-        if side is None:
-            side = await conn.engine.connect()
-            await side.execution_options(isolation_level="AUTOCOMMIT")
-            cleanup.push_async_callback(side.close)
-        done.append(await _execute_alone(conn, side, dialect, history, batch, done))
-    if done:  # what 'rung drift' compares the live schema with
-        async with _writing(conn, dialect):
-            await store_snapshot(conn, history)
-    return done
+            del done[committed:]  # rolled back with their batch
+            raise _failure(failed, rolled_back=True, done=done) from failed.cause
+        if not side:
+            side.append(await conn.engine.connect())
+            await side[0].execution_options(isolation_level="AUTOCOMMIT")
+            cleanup.push_async_callback(side[0].close)
+        done.append(await _execute_alone(conn, side[0], dialect, history, batch, done))
 
 
 class _Failed(Exception):

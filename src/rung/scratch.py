@@ -24,8 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from rung.dialects import dialect_named
 from rung.errors import NeedsRepair, ScratchUnavailable, UnknownApplied, UsageError
 from rung.migration import Migration
-from rung.plan import Record
-from rung.runner import masked, upgrade
+from rung.plan import Direction, Record, Request
+from rung.runner import Options, masked, run
 
 logger = logging.getLogger("rung")
 
@@ -103,18 +103,28 @@ async def replay_history(
             names=failed,
         )
     registered = {m.name: m for m in migrations}
+    newest = max(registered, default="")
     unknown = sorted(r.name for r in records if r.name not in registered)
-    if unknown:
+    interleaved = [name for name in unknown if name <= newest]
+    if interleaved:
         raise UnknownApplied(
-            f"migration {unknown[0]} is recorded as applied but is not in the registry, so it "
-            "cannot be replayed; run with the release that has it",
-            names=unknown,
+            f"migration {interleaved[0]} is recorded as applied but is not in the registry, "
+            "so it cannot be replayed; run with the release that has it",
+            names=interleaved,
         )
-    applied = {r.name for r in records if r.state == "applied"}
+    if unknown:  # newer than the registry: a newer release's, as upgrade warns too
+        logger.warning(
+            "%d applied migration(s) newer than this registry (%s) cannot be replayed; "
+            "the scratch database lacks what they made",
+            len(unknown),
+            unknown[-1],
+        )
+    applied = {r.name for r in records if r.state == "applied" and r.name in registered}
     for r in records:
         if r.name in applied and registered[r.name].checksum != r.checksum:
             logger.warning("migration %s changed since it was applied; replaying its code", r.name)
     chosen = [m for m in migrations if m.name in applied]
     if chosen:
-        await upgrade(scratch, chosen, table=table)
+        options = Options(table=table, store_snapshot=False)
+        await run(scratch, chosen, Request(Direction.UP), options)
     return [m.name for m in chosen]

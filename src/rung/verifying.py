@@ -5,7 +5,7 @@ snapshot. After ``down`` the schema must equal the one before ``up``; ``up`` run
 not fail and must give the schema of its first run. At the end a full downgrade must leave
 only what was there before the first migration checked.
 
-The steps go through ``rung.upgrade``/``rung.downgrade`` on the scratch engine rather than
+The steps go through the runner (``rung.upgrade``'s path) on the scratch engine rather than
 calling ``up``/``down`` directly: the real runner path is what production runs (its
 transactions, SQLite's ``BEGIN IMMEDIATE``, MariaDB's per-migration commits, migrations
 with ``transactional=False``), so verify proves that path, not a lookalike. The price, a
@@ -25,8 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from rung.errors import MigrationFailed, RungError, UnknownTarget
 from rung.history import DEFAULT_TABLE
 from rung.migration import Migration
+from rung.plan import Direction, Request
 from rung.registry import Registry, migrations_of
-from rung.runner import downgrade, upgrade
+from rung.runner import Options, run
 from rung.schema import Difference, Snapshot, diff, snapshot
 from rung.scratch import scratch_database
 
@@ -76,9 +77,9 @@ async def verify(
         )
     first = names.index(start_after) + 1 if start_after is not None else 0
     async with scratch_database(engine.url, scratch_url, purpose="verify") as scratch:
-        if start_after is not None:
-            await upgrade(scratch, migrations, to=start_after, table=table)
         trip = _RoundTrips(scratch, migrations, table)
+        if start_after is not None:
+            await trip.step(Direction.UP, to=start_after)
         return await trip.run(names[first:], floor=start_after)
 
 
@@ -88,6 +89,13 @@ class _RoundTrips:
         self.migrations = migrations
         self.table = table
         self.failures: list[Failure] = []
+
+    async def step(
+        self, direction: Direction, steps: int | None = None, to: str | None = None
+    ) -> None:
+        """One run of the real runner; no snapshot stored for drift (this is scratch)."""
+        options = Options(table=self.table, store_snapshot=False)
+        await run(self.scratch, self.migrations, Request(direction, steps, to), options)
 
     async def snapshot(self) -> Snapshot:
         async with self.scratch.connect() as conn:
@@ -101,7 +109,7 @@ class _RoundTrips:
         for position, name in enumerate(names):
             step = "up"
             try:
-                await upgrade(self.scratch, self.migrations, steps=1, table=self.table)
+                await self.step(Direction.UP, steps=1)
                 after_up = await self.snapshot()
                 if by_name[name].down is None:
                     irreversible.append(name)
@@ -109,10 +117,10 @@ class _RoundTrips:
                     floor = name
                     continue
                 step = "down"
-                await downgrade(self.scratch, self.migrations, steps=1, table=self.table)
+                await self.step(Direction.DOWN, steps=1)
                 self.compare(name, step, before, await self.snapshot())
                 step = "up again"
-                await upgrade(self.scratch, self.migrations, steps=1, table=self.table)
+                await self.step(Direction.UP, steps=1)
                 before = await self.snapshot()
                 self.compare(name, step, after_up, before)
             except RungError as exc:
@@ -129,10 +137,7 @@ class _RoundTrips:
             return
         oldest = names[names.index(floor) + 1] if floor in names else names[0]
         try:
-            if floor is None:
-                await downgrade(self.scratch, self.migrations, all=True, table=self.table)
-            else:
-                await downgrade(self.scratch, self.migrations, to=floor, table=self.table)
+            await self.step(Direction.DOWN, to=floor)  # to None: every one
         except RungError as exc:
             self.failures.append(_raised(getattr(exc, "name", oldest), "final downgrade", exc))
             return
