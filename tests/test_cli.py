@@ -597,6 +597,28 @@ def test_verify_names_a_down_that_does_not_undo_its_up(sqlite_project: Project) 
         ["CREATE TABLE t (id INTEGER)", "ALTER TABLE t ADD tags TEXT"],
         ["ALTER TABLE t RENAME TO t_old"],
     )
+    later = sqlite_project.add("add_more", ["CREATE TABLE more (id INTEGER)"], None)
+    sqlite_project.write(
+        name, ["CREATE TABLE t (id INTEGER)", "ALTER TABLE t ADD tags TEXT"], ["SELECT * FROM x"]
+    )
     verify = sqlite_project.rung("verify")
-    assert verify.code == 1 and f"problem: down of {name}" in verify.out, verify.text
-    assert "verified" in verify.out and "problem" in verify.out.splitlines()[-1]
+    assert verify.code == 1 and f"problem: down of {name} fails" in verify.out, verify.text
+    assert f"not checked, after the failure above: 1 migration ({later} to {later})" in verify.out
+    sqlite_project.write(
+        name,
+        ["CREATE TABLE t (id INTEGER)", "ALTER TABLE t ADD tags TEXT"],
+        ["ALTER TABLE t RENAME TO t_old"],
+    )
+    verify = sqlite_project.rung("verify", "--json")
+    assert verify.code == 1, verify.text
+    report = verify.json()
+    assert report["checked"] == [name] and report["irreversible"] == [later]
+    assert [(f["name"], f["step"]) for f in report["failures"]] == [
+        (name, "down"),  # leaves t_old behind ...
+        (name, "up again"),  # ... which the second up then does not match
+    ]
+    assert "+ table t_old" in report["failures"][0]["differences"][0]
+    text = sqlite_project.rung("verify")
+    assert f"problem: down of {name}" in text.out
+    assert f"not reversible, so applied without a round trip: {later}" in text.out
+    assert text.out.splitlines()[-1] == "checked 1 migration: 2 problems"

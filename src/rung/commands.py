@@ -283,13 +283,35 @@ async def cmd_verify(ctx: Context) -> int:
             start_after=ctx.args.start_after,
             table=ctx.cfg.table,
         )
-    checked = report.checked if isinstance(report.checked, int) else len(report.checked)
-    found = [f"{f.message}" + "".join(f"\n    {d}" for d in f.differences) for f in report.failures]
     if ctx.out.as_json:
-        ctx.out.data({"ok": report.ok, "checked": checked, "failures": found})
+        ctx.out.data(
+            {
+                "ok": report.ok,
+                "checked": list(report.checked),
+                "failures": [
+                    {
+                        "name": f.name,
+                        "step": f.step,
+                        "message": f.message,
+                        "differences": [str(d) for d in f.differences],
+                    }
+                    for f in report.failures
+                ],
+                "irreversible": list(report.irreversible),
+                "not_checked": list(report.not_checked),
+            }
+        )
         return 0 if report.ok else 1
+    found = [f.message + "".join(f"\n    {d}" for d in f.differences) for f in report.failures]
+    for name in report.irreversible:
+        ctx.out.note(f"not reversible, so applied without a round trip: {name}")
+    if report.not_checked:
+        skipped = output.count(len(report.not_checked), "migration")
+        first, last = report.not_checked[0], report.not_checked[-1]
+        ctx.out.note(f"not checked, after the failure above: {skipped} ({first} to {last})")
+    checked = output.count(len(report.checked), "migration")
     summary = output.count(len(found), "problem") if found else "every down reverses its up"
-    output.problems(ctx.out, found, f"verified {output.count(checked, 'migration')}: {summary}")
+    output.problems(ctx.out, found, f"checked {checked}: {summary}")
     return 0 if report.ok else 1
 
 
