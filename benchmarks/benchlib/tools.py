@@ -29,6 +29,8 @@ BENCH_DIR = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
 FLOOR_HELP = [PYTHON, "-c", "import argparse"]
+# What the ``rung`` console script pip installs runs (``python -m rung`` adds runpy's cost).
+RUNG = [PYTHON, "-c", "import sys; from rung.cli import main; sys.exit(main())"]
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,7 @@ def rung_cli_present() -> bool:
 
 
 class RungCli(Tool):
-    """The ``rung`` command, run as ``python -m rung``."""
+    """The ``rung`` command, run as its console script runs it."""
 
     name = "rung"
     family = "rung"
@@ -156,7 +158,7 @@ class RungCli(Tool):
 
     def supports_verify(self) -> bool:
         probe = subprocess.run(
-            [PYTHON, "-m", "rung", "verify", "--help"], capture_output=True, env=child_env({})
+            [*RUNG, "verify", "--help"], capture_output=True, env=child_env({})
         )
         return probe.returncode == 0
 
@@ -164,7 +166,7 @@ class RungCli(Tool):
     def down_all(self) -> list[str]:
         """``down --all``, with ``--yes`` if this version of the CLI asks for confirmation."""
         probe = subprocess.run(
-            [PYTHON, "-m", "rung", "down", "--help"],
+            [*RUNG, "down", "--help"],
             capture_output=True,
             text=True,
             env=child_env({}),
@@ -173,7 +175,7 @@ class RungCli(Tool):
 
     def run(self, action: str, db: Database, n: int) -> Run | None:
         if action == "help":
-            return Run([PYTHON, "-m", "rung", "--help"])
+            return Run([*RUNG, "--help"])
         if action == "mark":
             return RungApi(self.work).run("mark", db, n)
         project = generate.ensure("rung", n, self.work)
@@ -185,9 +187,7 @@ class RungCli(Tool):
             "verify": ["verify"],
         }[action]
         argv = [
-            PYTHON,
-            "-m",
-            "rung",
+            *RUNG,
             *command,
             "--url",
             db.async_url("tool"),
