@@ -365,8 +365,7 @@ async def test_history_rows_changed_by_hand_are_named_not_crashed_on(
         await conn.execute(sa.text("UPDATE rung_migrations SET journal = 'not json'"))
     with pytest.raises(errors.HistoryError, match=r"a row of 'rung_migrations' cannot be read"):
         await rung.status(engine, reg)
-    with pytest.raises(errors.HistoryError, match="restore or delete that row"):
-        await rung.upgrade(engine, reg)
+    assert await rung.upgrade(engine, reg) == []  # planning reads no applied journal
 
 
 async def test_repair_marks_applied_and_not_applied(

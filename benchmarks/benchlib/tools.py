@@ -157,9 +157,7 @@ class RungCli(Tool):
         return super().available()
 
     def supports_verify(self) -> bool:
-        probe = subprocess.run(
-            [*RUNG, "verify", "--help"], capture_output=True, env=child_env({})
-        )
+        probe = subprocess.run([*RUNG, "verify", "--help"], capture_output=True, env=child_env({}))
         return probe.returncode == 0
 
     @cached_property

@@ -191,7 +191,7 @@ async def run(
     history = History(options.table)
     dialect = dialect_named(engine.dialect.name)
     async with connect(engine) as conn:
-        records = await history.read(conn)
+        records = await history.read(conn, journals=False)
         await conn.rollback()
         first = _plan(migrations, records, request, dialect, options, locked=False)
         for warning in first.warnings:
@@ -282,7 +282,7 @@ async def _run_loop(
         try:
             async with _writing(conn, dialect):
                 await history.ensure(conn)
-                records = await history.read(conn)
+                records = await history.read(conn, journals=False)
                 planned = _plan(
                     migrations,
                     records,
@@ -585,7 +585,7 @@ async def repair(
     migrations = migrations_of(migrator)
     history = History(table)
     async with _bookkeeping(engine, history, lock_timeout) as conn:
-        repairs = plan_repair(migrations, await history.read(conn), name, applied)
+        repairs = plan_repair(migrations, await history.read(conn, journals=False), name, applied)
         for r in repairs:
             if r.resolution is Resolution.MARK_NOT_APPLIED:
                 await history.remove(conn, r.name)
@@ -609,7 +609,7 @@ async def baseline(
     migrations = migrations_of(migrator)
     history = History(table)
     async with _bookkeeping(engine, history, lock_timeout) as conn:
-        chosen = plan_baseline(migrations, await history.read(conn), to)
+        chosen = plan_baseline(migrations, await history.read(conn, journals=False), to)
         for m in chosen:
             await history.write(conn, m.name, m.checksum, state="applied")
         if chosen:
