@@ -250,6 +250,33 @@ def test_editing_the_file_changes_the_checksum(package: Package) -> None:
     assert comment_only == after
 
 
+def test_a_loaded_module_is_read_once_per_process(
+    package: Package, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An app calling upgrade again (a registry building new Migration objects each time)
+    touches no migration file: the code that runs is the module as it was loaded."""
+    module = package.module(NAME, BASE)
+    first = Migration.from_module(module).checksum
+    touched: list[str] = []
+    real_stat, real_open = os.stat, open
+
+    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        touched.append(str(path))
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    def opened(path: object, *args: object, **kwargs: object) -> object:
+        touched.append(str(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr("builtins.open", opened)
+    assert Migration.from_module(module).checksum == first
+    assert touched == []
+    monkeypatch.undo()
+    reloaded = package.module(NAME, BASE.replace("10 * 2", "10 * 3"))  # imported anew
+    assert Migration.from_module(reloaded).checksum != first
+
+
 def test_functions_without_a_source_file_are_checksummed_by_their_code() -> None:
     def generated(body: str) -> dict[str, object]:
         namespace: dict[str, object] = {"__name__": f"generated_{uuid.uuid4().hex}"}

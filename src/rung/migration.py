@@ -65,8 +65,11 @@ def checksum_of(up: Callable[..., Any], down: Callable[..., Any] | None) -> str:
     """Checksum of the module defining ``up`` (its whole syntax tree), else of the functions."""
     module = sys.modules.get(getattr(up, "__module__", "") or "")
     path = getattr(module, "__file__", None)
-    if path and path.endswith(".py"):
-        return _file_checksum(path)
+    if module is not None and path and path.endswith(".py"):
+        known = _loaded.get(module.__name__)
+        if known is None or known[0] is not module:  # a module imported anew is read anew
+            known = _loaded[module.__name__] = (module, _file_checksum(path))
+        return known[1]
     sources = []
     for fn in (up, down):
         try:
@@ -134,6 +137,9 @@ class _ChecksumCache:
 
 
 _cache = _ChecksumCache()
+# The checksum of each module as it was loaded: the code that runs is the loaded code, so
+# later calls in the same process (an app's repeated upgrade) touch no file at all.
+_loaded: dict[str, tuple[ModuleType, str]] = {}
 
 
 def _file_checksum(path: str) -> str:
