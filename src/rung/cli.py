@@ -204,7 +204,6 @@ def _run(args: argparse.Namespace) -> int:
     error turned into its message and exit code."""
     import logging
     import os
-    import traceback
     import types
     from pathlib import Path
 
@@ -240,7 +239,7 @@ def _run(args: argparse.Namespace) -> int:
     except RungError as exc:
         out.end_line("failed")
         if verbose:
-            traceback.print_exception(exc)
+            out.traceback(exc)
         out.error(exc.message, _hint(exc, ctx))
         return exc.exit_code
     except KeyboardInterrupt:
@@ -253,7 +252,7 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as exc:
         out.end_line("failed")
         if verbose:
-            traceback.print_exception(exc)
+            out.traceback(exc)
         lines = str(exc).strip().splitlines()
         text = f"unexpected {type(exc).__name__}: {lines[0] if lines else ''}"[:500]
         out.error(text, "" if verbose else "run again with -v for the traceback")

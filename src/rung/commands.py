@@ -42,12 +42,18 @@ class Context:
         return load_migrator(self.cfg.migrator)
 
     @asynccontextmanager
-    async def database(self, *, only_reads: bool = False) -> AsyncIterator[AsyncEngine]:
-        """The configured database, once it accepts connections (--wait). ``only_reads``:
-        the command must not create a SQLite file that is not there."""
-        configuration.check_driver(self.cfg.url)  # configuration errors first, then the
-        self.registry  # noqa: B018  registry, before any connection
-        if only_reads:
+    async def database(self, *, must_exist: bool = False) -> AsyncIterator[AsyncEngine]:
+        """The configured database, once it accepts connections (--wait). Everything that
+        can be refused without it is refused first (configuration, registry, ``--to``), so
+        a refusal never creates a SQLite file. ``must_exist``: a command that reads or
+        reverts has nothing to do on a SQLite file that is not there, and says so."""
+        from rung.plan import check_target
+        from rung.registry import migrations_of
+
+        configuration.check_driver(self.cfg.url)
+        check_target(migrations_of(self.registry), getattr(self.args, "to", None))
+        configuration.check_folder(self.cfg.url)
+        if must_exist:
             configuration.check_exists(self.cfg.url)
         engine = configuration.create_engine(self.cfg)
         try:
@@ -151,7 +157,7 @@ async def cmd_down(ctx: Context) -> int:
     a = ctx.args
     if a.dry_run:
         return await _dry_run(ctx, "down")
-    async with ctx.database() as engine:
+    async with ctx.database(must_exist=True) as engine:
         done = await downgrade(engine, ctx.registry, steps=a.n, to=a.to, all=a.all, **ctx.writes)
         return ctx.report(done, engine, "nothing to revert")
 
@@ -176,7 +182,7 @@ async def cmd_status(ctx: Context) -> int:
 async def cmd_show(ctx: Context) -> int:
     from rung.runner import status
 
-    async with ctx.database(only_reads=True) as engine:
+    async with ctx.database(must_exist=True) as engine:
         states = await status(engine, ctx.registry, table=ctx.cfg.table)
     output.show(ctx.out, _find(states, ctx.args.name))
     return 0
@@ -197,7 +203,7 @@ async def cmd_refresh(ctx: Context) -> int:
     from rung.runner import downgrade, upgrade
 
     ctx.confirm(f"revert every migration in {ctx.cfg.shown_url}, then apply them all again")
-    async with ctx.database() as engine:
+    async with ctx.database(must_exist=True) as engine:
         reverted = await downgrade(engine, ctx.registry, all=True, **ctx.writes)
         if not ctx.out.as_json:
             ctx.report(reverted, engine, "nothing to revert")
@@ -210,7 +216,7 @@ async def cmd_reset(ctx: Context) -> int:
     from rung.runner import downgrade
 
     ctx.confirm(f"revert every migration in {ctx.cfg.shown_url}")
-    async with ctx.database() as engine:
+    async with ctx.database(must_exist=True) as engine:
         done = await downgrade(engine, ctx.registry, all=True, **ctx.writes)
         return ctx.report(done, engine, "nothing to revert")
 
@@ -235,7 +241,7 @@ async def cmd_repair(ctx: Context) -> int:
 
     a = ctx.args
     applied = True if a.applied else False if a.not_applied else None
-    async with ctx.database() as engine:
+    async with ctx.database(must_exist=True) as engine:
         done = await repair(engine, ctx.registry, a.name, applied=applied, **ctx.cfg.run_options)
     if ctx.out.as_json:
         ctx.out.data(
@@ -319,7 +325,7 @@ async def cmd_drift(ctx: Context) -> int:
     from rung.drifting import drift
 
     ctx.out.events = bool(ctx.out.verbose)
-    async with ctx.database(only_reads=True) as engine:
+    async with ctx.database(must_exist=True) as engine:
         report = await drift(
             engine,
             ctx.registry,
@@ -353,7 +359,7 @@ async def _dry_run(ctx: Context, direction: str) -> int:
     steps = 1 if direction == "down" and not (a.n or a.to or a.all) else a.n
     request = Request(Direction(direction), steps, a.to, getattr(a, "out_of_order", False))
     ctx.out.events = bool(ctx.out.verbose)
-    async with ctx.database() as engine:
+    async with ctx.database(must_exist=True) as engine:
         done = await dry_run(
             engine, ctx.registry, request, table=ctx.cfg.table, scratch_url=_scratch(ctx)
         )

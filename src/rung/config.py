@@ -261,21 +261,36 @@ def check_driver(url: str) -> None:
             )
 
 
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL; None for other databases, memory and ``file:`` URIs."""
+    match = re.fullmatch(r"sqlite(?:\+\w+)?:///([^?]*)(\?.*)?", url, re.DOTALL)
+    path = match[1] if match else ""
+    return None if path in ("", ":memory:") or path.startswith("file:") else Path(path)
+
+
 def missing_file(url: str) -> str | None:
     """The path of a SQLite URL's file when it is not there but could be (connecting would
     create it); None otherwise, also when its folder is missing (connecting fails)."""
-    match = re.fullmatch(r"sqlite(?:\+\w+)?:///([^?]*)(\?.*)?", url, re.DOTALL)
-    path = match[1] if match else ""
-    if path in ("", ":memory:") or path.startswith("file:"):
-        return None
-    return path if not Path(path).exists() and Path(path).parent.is_dir() else None
+    path = _sqlite_file(url)
+    return str(path) if path and not path.exists() and path.parent.is_dir() else None
+
+
+def check_folder(url: str) -> None:
+    """A SQLite file's folder must exist: SQLite creates files, not folders (and aiosqlite
+    fails there noisily, from its worker thread)."""
+    path = _sqlite_file(url)
+    if path and not path.parent.is_dir():
+        raise DatabaseUnreachable(
+            f"the folder of SQLite database {path} does not exist; check the URL, or create "
+            "the folder"
+        )
 
 
 def check_exists(url: str) -> None:
-    """For commands that only read: a SQLite file that is not there is an error, not an
-    empty database to create."""
-    path = missing_file(url)
-    if path is not None:
+    """For commands that read or revert: a SQLite file that is not there is an error, not
+    an empty database to create."""
+    path = _sqlite_file(url)
+    if path and not path.exists():
         raise DatabaseUnreachable(
             f"SQLite database file {path} does not exist; check the URL (rung up creates it)"
         )

@@ -67,6 +67,12 @@ class Output:
     def warn(self, text: str) -> None:
         self._write(sys.stderr, f"{self.paint('rung: warning:', 'yellow', sys.stderr)} {text}")
 
+    def traceback(self, exc: BaseException) -> None:
+        """With -v: the traceback, through the password mask like every other line."""
+        import traceback
+
+        self._write(sys.stderr, "".join(traceback.format_exception(exc)).rstrip("\n"))
+
     def error(self, text: str, hint: str = "") -> None:
         self._write(sys.stderr, f"{self.paint('rung: error:', 'red', sys.stderr)} {text}")
         if hint:

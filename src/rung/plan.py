@@ -124,11 +124,7 @@ def plan(
     if request.steps is not None and request.steps < 1:
         raise UsageError(f"steps must be a positive number, not {request.steps}; use -n 1 or more")
     index = {m.name: i for i, m in enumerate(migrations)}
-    if request.to is not None and request.to not in index:
-        raise UnknownTarget(
-            f"--to {request.to} names no registered migration; run 'rung status' for the names",
-            names=[request.to],
-        )
+    check_target(migrations, request.to)
     warnings = check_history(migrations, history)
     applied = {r.name for r in history}
     if request.direction is Direction.UP:
@@ -136,6 +132,15 @@ def plan(
     else:
         chosen = _to_reverse(migrations, history, applied, index, request)
     return Plan(_batches(request.direction, chosen, transactional_ddl, per_migration), warnings)
+
+
+def check_target(migrations: Sequence[Migration], to: str | None) -> None:
+    """Refuse a ``to`` that names no registered migration."""
+    if to is not None and all(m.name != to for m in migrations):
+        raise UnknownTarget(
+            f"--to {to} names no registered migration; run 'rung status' for the names",
+            names=[to],
+        )
 
 
 def check_history(migrations: Sequence[Migration], history: Sequence[Record]) -> tuple[str, ...]:

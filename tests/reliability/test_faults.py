@@ -1,23 +1,29 @@
-"""Crashes and lost connections mid-run: what each database keeps, and that the next run completes.
+"""Crashes, lost connections, a held lock and a failing migration mid-run: what each
+database keeps, what rung says, and that the next run completes.
 
-SQLite has no server to lose a connection to: the lost-connection cases run on PostgreSQL
-and MariaDB only. A SIGKILL is meaningful everywhere.
+SQLite has no server to lose a connection to, nor one to end it from: the lost-connection
+cases run on PostgreSQL and MariaDB only. A SIGKILL, a held lock and a failing migration
+are meaningful everywhere.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from subprocess import PIPE
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from harness import assert_error, connection, database_state, holding_the_lock, state
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 import rung
+from cli_support import RUNG, Project, Result, clean_environment
 from conftest import MigrationPackage, sql
 from rung import State, errors
 from rung.dialects import dialect_named
@@ -130,3 +136,123 @@ async def test_server_ends_the_connection_mid_run(
     done = await rung.upgrade(engine, reg, lock_timeout=10)
     assert names[1] in [d.name for d in done]
     assert [s.state for s in await rung.status(engine, reg)] == [State.APPLIED] * 3
+
+
+SLEEPS_ON_DEMAND = """
+import os
+await conn.execute(text("CREATE TABLE b (id INTEGER)"))
+if os.environ.get("RUNG_TEST_SLEEP"):
+    sleep = "SELECT pg_sleep(30)" if conn.dialect.name == "postgresql" else "SELECT SLEEP(30)"
+    await conn.execute(text(sleep))
+"""
+# The backend running the sleeping statement, and how another session ends it.
+SLEEPER = {
+    "postgresql": "SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' "
+    "AND datname = current_database() AND pid <> pg_backend_pid()",
+    "mariadb": "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(30)' "
+    "AND DB = DATABASE() AND ID <> CONNECTION_ID()",
+}
+TERMINATE = {"postgresql": "SELECT pg_terminate_backend({})", "mariadb": "KILL {}"}
+
+
+async def sleeper(conn: AsyncConnection, backend: str, run: subprocess.Popen[str]) -> object:
+    deadline = time.monotonic() + 30
+    while True:
+        found = await conn.scalar(sa.text(SLEEPER[backend]))
+        await conn.rollback()  # PostgreSQL's statistics are read once per transaction
+        if found is not None:
+            return found
+        assert run.poll() is None and time.monotonic() < deadline, "rung never got to the sleep"
+        await asyncio.sleep(0.05)
+
+
+async def end_the_sleeper(db_url: str, backend: str, run: subprocess.Popen[str]) -> None:
+    async with connection(db_url) as conn:
+        victim = await sleeper(conn, backend, run)
+        await conn.execute(sa.text(TERMINATE[backend].format(victim)))
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"], indirect=True)
+def test_server_ends_the_connection_from_outside(backend: str, db_url: str, tmp_path: Path) -> None:
+    """Another session ends rung's connection (pg_terminate_backend, KILL) while a migration
+    runs: the error is the migration's, and nothing is half-recorded."""
+    project = Project.create(tmp_path, db_url)
+    project.add("a", ["CREATE TABLE a (id INTEGER)"], ["DROP TABLE a"])
+    b = project.add("b", SLEEPS_ON_DEMAND, ["DROP TABLE b"])
+    project.add("c", ["CREATE TABLE c (id INTEGER)"], ["DROP TABLE c"])
+    before = state(db_url)
+    env = clean_environment(DATABASE_URL=db_url, RUNG_TEST_SLEEP="1")
+    run = subprocess.Popen(
+        [*RUNG, "up"], cwd=project.root, env=env, stdout=PIPE, stderr=PIPE, text=True
+    )
+    try:
+        asyncio.run(end_the_sleeper(db_url, backend, run))
+        out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate(timeout=10)
+    error = assert_error(Result(run.returncode, out, err), 1, f"migration {b} failed (up)")
+    assert "history table" not in error
+    if backend == "postgresql":  # one transaction, rolled back by the server
+        assert state(db_url) == before
+    else:  # a committed, and b's CREATE TABLE: kept, recorded, and refused until repaired
+        assert "CREATE TABLE b" in error
+        states = ["applied", "failed", "pending"]
+        assert project.states() == dict(zip(project.names, states, strict=True))
+        assert_error(project.rung("up"), 1, f"migration {b} failed", "CREATE TABLE b")
+        project.execute("DROP TABLE b")
+        assert project.rung("repair", b, "--not-applied").code == 0
+    again = project.rung("up")
+    assert again.code == 0, again.text
+    assert set(project.states().values()) == {"applied"}
+
+
+async def test_lock_held_by_another_session(backend: str, db_url: str, tmp_path: Path) -> None:
+    project = Project.create(tmp_path, db_url)
+    project.add("a", ["CREATE TABLE a (id INTEGER)"], ["DROP TABLE a"])
+    async with holding_the_lock(db_url) as holder:
+        before = await database_state(db_url)
+        started = time.monotonic()
+        result = project.rung("up", "--lock-timeout", "2")
+        elapsed = time.monotonic() - started
+        assert await database_state(db_url) == before
+    assert 1.5 < elapsed < 10
+    error = assert_error(result, 1, "lock for more than 2 s", "--lock-timeout")
+    who = {
+        "postgresql": f"held by backend pid {holder},",
+        "mariadb": f"held by connection {holder},",
+        "sqlite": "SQLite cannot tell which",
+    }
+    assert who[backend] in error
+
+
+# What each database says about the 11th migration's statement, in rung's error.
+NO_SUCH_TABLE = {
+    "sqlite": "no such table: no_such_table_k",
+    "postgresql": 'relation "no_such_table_k" does not exist',
+    "mariadb": "no_such_table_k' doesn't exist",
+}
+
+
+def test_failing_migration_in_the_middle_of_twenty(
+    backend: str, db_url: str, tmp_path: Path
+) -> None:
+    project = Project.create(tmp_path, db_url)
+    for i in range(1, 21):
+        fails = ["SELECT * FROM no_such_table_k"] if i == 11 else []
+        project.add(f"step{i}", [f"CREATE TABLE t{i} (id INTEGER)", *fails], [f"DROP TABLE t{i}"])
+    eleventh = project.names[10]
+    project.execute()  # the database exists (a SQLite file too): up may create nothing else
+    before = state(db_url)
+    result = project.rung("up")
+    assert_error(result, 1, f"migration {eleventh} failed (up)", NO_SUCH_TABLE[backend])
+    if dialect_named(backend).transactional_ddl:  # one transaction: nothing kept
+        assert state(db_url) == before
+        assert set(project.states().values()) == {"pending"}
+        return
+    # MariaDB: ten committed, the 11th's CREATE TABLE kept and the 11th recorded failed.
+    states = ["applied"] * 10 + ["failed"] + ["pending"] * 9
+    assert project.states() == dict(zip(project.names, states, strict=True))
+    assert project.tables() >= {f"t{i}" for i in range(1, 12)}
+    assert_error(project.rung("up"), 1, f"migration {eleventh} failed", "CREATE TABLE t11")
