@@ -419,6 +419,9 @@ def test_help_and_version(tmp_path: Path) -> None:
     assert all(re.search(rf"^    {c} ", help.out, re.MULTILINE) for c in COMMANDS)
     up_help = run([*RUNG, "up", "--help"], tmp_path)
     assert "--dry-run" in up_help.out and "--lock-timeout" in up_help.out
+    # Only the named command's options are built: an option's value is never taken for it.
+    status_help = run([*RUNG, "--table", "up", "status", "--help"], tmp_path)
+    assert status_help.out.startswith("usage: rung status") and "--exit-code" in status_help.out
     bare = run([*RUNG], tmp_path)
     assert bare.code == 2 and "COMMAND" in bare.err
     version = run([str(SCRIPT), "--version"], tmp_path)  # the console script

@@ -159,7 +159,9 @@ EXCLUSIVE = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser; only the command ``argv`` names gets its options (``rung --help`` lists
+    every command by name, and building all fourteen in full is most of its own time)."""
     common = _global_options()
     parser = Parser(
         prog="rung",
@@ -169,11 +171,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rung {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    chosen = _command_in(argv)
     for name, text in COMMANDS.items():
+        if name != chosen:
+            commands.add_parser(name, help=text, add_help=False)
+            continue
         sub = commands.add_parser(name, parents=[common], help=text, description=text)
         for flags, keywords in OPTIONS[name]:
             sub.add_argument(*flags, **keywords)
     return parser
+
+
+VALUED = {"--url", "--migrator", "--table", "--lock-timeout", "--wait"}  # take the next word
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv``: the first known command not an option's value."""
+    previous = ""
+    for word in argv:
+        if word in COMMANDS and previous not in VALUED:
+            return word
+        previous = word
+    return None
 
 
 def _version() -> str:
@@ -183,7 +202,8 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
