@@ -57,6 +57,8 @@ class History:
             sa.Column("value", _LongText, nullable=False),
         )
         self._select = sa.select(self.table)
+        self._insert = self.table.insert()  # built once: a long run records many rows
+        self._delete = self.table.delete().where(self.table.c.name == sa.bindparam("row"))
         # What planning needs: the journals of applied migrations stay in the database (a
         # no-op upgrade over a long history would otherwise fetch and parse every one).
         unfinished = sa.case((self.table.c.state != "applied", self.table.c.journal))
@@ -138,21 +140,22 @@ class History:
         duration_ms: float = 0.0,
         error: str | None = None,
         statements: Sequence[Statement] = (),
+        new: bool = False,
     ) -> None:
-        """Insert or replace the row of ``name``."""
-        await self.remove(conn, name)
-        await conn.execute(
-            self.table.insert().values(
-                name=name,
-                checksum=checksum,
-                state=state,
-                direction=direction,
-                applied_at=datetime.now(timezone.utc).replace(tzinfo=None),
-                duration_ms=round(duration_ms, 3),
-                error=error,
-                journal=_journal(statements),
-            )
-        )
+        """Insert or replace the row of ``name``; ``new``: the caller knows there is none."""
+        if not new:
+            await self.remove(conn, name)
+        row = {
+            "name": name,
+            "checksum": checksum,
+            "state": state,
+            "direction": direction,
+            "applied_at": datetime.now(timezone.utc).replace(tzinfo=None),
+            "duration_ms": round(duration_ms, 3),
+            "error": error,
+            "journal": _journal(statements),
+        }
+        await conn.execute(self._insert, row)
 
     async def mark(
         self, conn: AsyncConnection, name: str, checksum: str, *, state: str, direction: str
@@ -175,7 +178,7 @@ class History:
         return self.table.update().where(self.table.c.name == name).values(journal=journal)
 
     async def remove(self, conn: AsyncConnection, name: str) -> None:
-        await conn.execute(self.table.delete().where(self.table.c.name == name))
+        await conn.execute(self._delete, {"row": name})
 
 
 def _journal(statements: Sequence[Statement]) -> str | None:

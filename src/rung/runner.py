@@ -12,10 +12,11 @@ import dataclasses
 import logging
 import textwrap
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -68,33 +69,52 @@ class Options:
 
 
 class Journal:
-    """Records the statements executed on one connection while it is entered."""
+    """Records the statements a migration executes on one connection: attached once per
+    connection (adding and removing SQLAlchemy listeners for every migration cost more than
+    a small migration's SQL), recording only inside ``recording()``."""
 
-    def __init__(
-        self,
-        conn: AsyncConnection,
-        on_statement: Callable[[list[Statement]], None] | None = None,
-    ) -> None:
+    _attached: ClassVar[weakref.WeakKeyDictionary[sa.Connection, Journal]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    @classmethod
+    def of(cls, conn: AsyncConnection) -> Journal:
+        sync = conn.sync_connection
+        assert sync is not None
+        journal = cls._attached.get(sync)
+        if journal is None:
+            journal = cls._attached[sync] = cls()
+            event.listen(sync, "before_cursor_execute", journal._before)
+            event.listen(sync, "after_cursor_execute", journal._after)
+        return journal
+
+    def __init__(self) -> None:
         self.statements: list[Statement] = []
         self.pending: str | None = None  # the statement being executed, until it completes
-        self._conn = conn.sync_connection
         self._started = 0.0
-        self._on_statement = on_statement
+        self._on_statement: Callable[[list[Statement]], None] | None = None
+        self._active = False
 
-    def __enter__(self) -> Journal:
-        event.listen(self._conn, "before_cursor_execute", self._before)
-        event.listen(self._conn, "after_cursor_execute", self._after)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        event.remove(self._conn, "before_cursor_execute", self._before)
-        event.remove(self._conn, "after_cursor_execute", self._after)
+    @contextmanager
+    def recording(
+        self, on_statement: Callable[[list[Statement]], None] | None = None
+    ) -> Iterator[Journal]:
+        """Record from now on, afresh; ``on_statement`` is told after each statement."""
+        self.statements, self.pending, self._on_statement = [], None, on_statement
+        self._active = True
+        try:
+            yield self
+        finally:
+            self._active = False
 
     def _before(self, conn: Any, cursor: Any, sql: str, *rest: Any) -> None:
-        self.pending = sql
-        self._started = time.perf_counter()
+        if self._active:
+            self.pending = sql
+            self._started = time.perf_counter()
 
     def _after(self, conn: Any, cursor: Any, sql: str, params: Any, *rest: Any) -> None:
+        if not self._active:
+            return
         self.pending = None
         elapsed = (time.perf_counter() - self._started) * 1000
         shown = repr(params)[:MAX_PARAMS_CHARS] if params else None
@@ -295,7 +315,9 @@ async def _run_loop(
                 batch = planned.batches[0]
                 if batch.atomic:
                     for migration in batch.migrations:
-                        done.append(await _execute(conn, history, migration, batch.direction))
+                        done.append(
+                            await _execute(conn, history, migration, batch.direction, new=True)
+                        )
                     continue
                 # Not atomic: leave a mark first, so an interrupted run is never mistaken
                 # for one that did not start.
@@ -342,8 +364,11 @@ async def _execute(
     migration: Migration,
     direction: Direction,
     on_statement: Callable[[list[Statement]], None] | None = None,
+    *,
+    new: bool = False,
 ) -> Executed:
-    """Run one migration's code on ``conn`` and record the result, in the current transaction."""
+    """Run one migration's code on ``conn`` and record the result, in the current transaction.
+    ``new``: the history has no row of it yet (no running mark), so recording is an insert."""
     verb = "applying" if direction is Direction.UP else "reverting"
     logger.info(
         "%s %s",
@@ -358,7 +383,7 @@ async def _execute(
     fn = migration.up if direction is Direction.UP else migration.down
     assert fn is not None  # the planner refuses irreversible downgrades
     started = time.perf_counter()
-    with Journal(conn, on_statement) as journal:
+    with Journal.of(conn).recording(on_statement) as journal:
         try:
             await fn(conn)
         except Exception as exc:
@@ -374,6 +399,7 @@ async def _execute(
             state="applied",
             duration_ms=elapsed,
             statements=journal.statements,
+            new=new,
         )
     else:
         await history.remove(conn, migration.name)
