@@ -23,6 +23,7 @@ from rung.output import Output
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from rung.migration import Migration
     from rung.plan import MigrationState
     from rung.runner import Executed
 
@@ -41,6 +42,13 @@ class Context:
         configuration.add_to_path(self.cfg.root)
         return load_migrator(self.cfg.migrator)
 
+    @functools.cached_property
+    def migrations(self) -> tuple[Migration, ...]:
+        """The registry's migrations, validated once for the whole command."""
+        from rung.registry import migrations_of
+
+        return migrations_of(self.registry)
+
     @asynccontextmanager
     async def database(self, *, must_exist: bool = False) -> AsyncIterator[AsyncEngine]:
         """The configured database, once it accepts connections (--wait). Everything that
@@ -48,10 +56,9 @@ class Context:
         a refusal never creates a SQLite file. ``must_exist``: a command that reads or
         reverts has nothing to do on a SQLite file that is not there, and says so."""
         from rung.plan import check_target
-        from rung.registry import migrations_of
 
         configuration.check_driver(self.cfg.url)
-        check_target(migrations_of(self.registry), getattr(self.args, "to", None))
+        check_target(self.migrations, getattr(self.args, "to", None))
         configuration.check_folder(self.cfg.url)
         if must_exist:
             configuration.check_exists(self.cfg.url)
@@ -90,7 +97,6 @@ class Context:
     def _how(self, done: Sequence[Executed], engine: AsyncEngine) -> str:
         """How the run committed, never claiming an atomicity the database cannot give."""
         from rung.dialects import dialect_named
-        from rung.registry import migrations_of
 
         if len(done) < 2:
             return ""
@@ -98,7 +104,7 @@ class Context:
             return f", each committed on its own ({engine.dialect.name} commits DDL at once)"
         if self.cfg.per_migration:
             return ", each in its own transaction"
-        transactional = {m.name: m.transactional for m in migrations_of(self.registry)}
+        transactional = {m.name: m.transactional for m in self.migrations}
         return ", in one transaction" if all(transactional.get(e.name) for e in done) else ""
 
 
@@ -146,7 +152,7 @@ async def cmd_up(ctx: Context) -> int:
         return await _dry_run(ctx, "up")
     async with ctx.database() as engine:
         done = await upgrade(
-            engine, ctx.registry, steps=a.n, to=a.to, out_of_order=a.out_of_order, **ctx.writes
+            engine, ctx.migrations, steps=a.n, to=a.to, out_of_order=a.out_of_order, **ctx.writes
         )
         return ctx.report(done, engine, "nothing to apply: the database is up to date")
 
@@ -158,23 +164,22 @@ async def cmd_down(ctx: Context) -> int:
     if a.dry_run:
         return await _dry_run(ctx, "down")
     async with ctx.database(must_exist=True) as engine:
-        done = await downgrade(engine, ctx.registry, steps=a.n, to=a.to, all=a.all, **ctx.writes)
+        done = await downgrade(engine, ctx.migrations, steps=a.n, to=a.to, all=a.all, **ctx.writes)
         return ctx.report(done, engine, "nothing to revert")
 
 
 async def cmd_status(ctx: Context) -> int:
     from rung.plan import outstanding, states
-    from rung.registry import migrations_of
     from rung.runner import status
 
     missing = configuration.missing_file(ctx.cfg.url)
     if missing is None:
         async with ctx.database() as engine:
-            found = await status(engine, ctx.registry, table=ctx.cfg.table)
+            found = await status(engine, ctx.migrations, table=ctx.cfg.table)
     else:  # status never writes, not even an empty SQLite file
         configuration.create_engine(ctx.cfg)  # but a bad URL is still an error
         ctx.out.note(f"{missing} does not exist yet: every migration is pending (rung up makes it)")
-        found = states(migrations_of(ctx.registry), [])
+        found = states(ctx.migrations, [])
     output.status(ctx.out, found, f"database {ctx.cfg.shown_url}, history in {ctx.cfg.table}")
     return 1 if ctx.args.exit_code and outstanding(found) else 0
 
@@ -183,7 +188,7 @@ async def cmd_show(ctx: Context) -> int:
     from rung.runner import status
 
     async with ctx.database(must_exist=True) as engine:
-        states = await status(engine, ctx.registry, table=ctx.cfg.table)
+        states = await status(engine, ctx.migrations, table=ctx.cfg.table)
     output.show(ctx.out, _find(states, ctx.args.name))
     return 0
 
@@ -195,7 +200,7 @@ async def cmd_fresh(ctx: Context) -> int:
     async with ctx.database() as engine:
         dropped = await _drop_everything(engine)
         ctx.out.note(f"dropped {', '.join(dropped) or 'nothing: the database was empty'}")
-        done = await upgrade(engine, ctx.registry, **ctx.writes)
+        done = await upgrade(engine, ctx.migrations, **ctx.writes)
         return ctx.report(done, engine, "nothing to apply: no migrations are registered")
 
 
@@ -204,10 +209,10 @@ async def cmd_refresh(ctx: Context) -> int:
 
     ctx.confirm(f"revert every migration in {ctx.cfg.shown_url}, then apply them all again")
     async with ctx.database(must_exist=True) as engine:
-        reverted = await downgrade(engine, ctx.registry, all=True, **ctx.writes)
+        reverted = await downgrade(engine, ctx.migrations, all=True, **ctx.writes)
         if not ctx.out.as_json:
             ctx.report(reverted, engine, "nothing to revert")
-        done = await upgrade(engine, ctx.registry, **ctx.writes)
+        done = await upgrade(engine, ctx.migrations, **ctx.writes)
         both = [*reverted, *done] if ctx.out.as_json else done  # JSON: one list, with directions
         return ctx.report(both, engine, "nothing to apply")
 
@@ -217,7 +222,7 @@ async def cmd_reset(ctx: Context) -> int:
 
     ctx.confirm(f"revert every migration in {ctx.cfg.shown_url}")
     async with ctx.database(must_exist=True) as engine:
-        done = await downgrade(engine, ctx.registry, all=True, **ctx.writes)
+        done = await downgrade(engine, ctx.migrations, all=True, **ctx.writes)
         return ctx.report(done, engine, "nothing to revert")
 
 
@@ -225,7 +230,7 @@ async def cmd_baseline(ctx: Context) -> int:
     from rung.runner import baseline
 
     async with ctx.database() as engine:
-        names = await baseline(engine, ctx.registry, to=ctx.args.to, **ctx.cfg.run_options)
+        names = await baseline(engine, ctx.migrations, to=ctx.args.to, **ctx.cfg.run_options)
     if ctx.out.as_json:
         ctx.out.data({"recorded": names})
     for name in [] if ctx.out.as_json else names:
@@ -242,7 +247,7 @@ async def cmd_repair(ctx: Context) -> int:
     a = ctx.args
     applied = True if a.applied else False if a.not_applied else None
     async with ctx.database(must_exist=True) as engine:
-        done = await repair(engine, ctx.registry, a.name, applied=applied, **ctx.cfg.run_options)
+        done = await repair(engine, ctx.migrations, a.name, applied=applied, **ctx.cfg.run_options)
     if ctx.out.as_json:
         ctx.out.data(
             {"repairs": [{"name": r.name, "resolution": r.resolution.value} for r in done]}
@@ -284,7 +289,7 @@ async def cmd_verify(ctx: Context) -> int:
     async with ctx.database() as engine:
         report = await verify(
             engine,
-            ctx.registry,
+            ctx.migrations,
             scratch_url=_scratch(ctx),
             start_after=ctx.args.start_after,
             table=ctx.cfg.table,
@@ -328,7 +333,7 @@ async def cmd_drift(ctx: Context) -> int:
     async with ctx.database(must_exist=True) as engine:
         report = await drift(
             engine,
-            ctx.registry,
+            ctx.migrations,
             replay=ctx.args.replay,
             scratch_url=_scratch(ctx),
             exclude=_excluded(ctx),
@@ -361,7 +366,7 @@ async def _dry_run(ctx: Context, direction: str) -> int:
     ctx.out.events = bool(ctx.out.verbose)
     async with ctx.database(must_exist=True) as engine:
         done = await dry_run(
-            engine, ctx.registry, request, table=ctx.cfg.table, scratch_url=_scratch(ctx)
+            engine, ctx.migrations, request, table=ctx.cfg.table, scratch_url=_scratch(ctx)
         )
     output.dry_run(ctx.out, done, "apply" if direction == "up" else "revert")
     return 0
