@@ -14,7 +14,7 @@ import textwrap
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -219,7 +219,7 @@ async def run(
         if not first.batches:
             return []
         async with _locked(conn, dialect, options), _bookkeeping_errors(history):
-            return await _run_locked(conn, dialect, history, migrations, request, options)
+            return await _Run(conn, dialect, history, migrations, request, options).batches()
 
 
 def _plan(
@@ -241,102 +241,132 @@ def _plan(
     )
 
 
-async def _run_locked(
-    conn: AsyncConnection,
-    dialect: Dialect,
-    history: History,
-    migrations: Sequence[Migration],
-    request: Request,
-    options: Options,
-) -> list[Executed]:
-    async with AsyncExitStack() as cleanup:
-        return await _run_batches(conn, dialect, history, migrations, request, options, cleanup)
+class _Run:
+    """One run under the lock: it plans and runs batch after batch on the connection that
+    holds the lock, re-reading the history before each, and remembers what it did."""
 
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        dialect: Dialect,
+        history: History,
+        migrations: Sequence[Migration],
+        request: Request,
+        options: Options,
+    ) -> None:
+        self.conn, self.dialect, self.history = conn, dialect, history
+        self.migrations, self.request, self.options = migrations, request, options
+        self.done: list[Executed] = []
+        self._side: AsyncConnection | None = None  # journals non-atomic migrations as they go
 
-async def _run_batches(
-    conn: AsyncConnection,
-    dialect: Dialect,
-    history: History,
-    migrations: Sequence[Migration],
-    request: Request,
-    options: Options,
-    cleanup: AsyncExitStack,
-) -> list[Executed]:
-    done: list[Executed] = []
-    side: list[AsyncConnection] = []  # journals non-atomic migrations as they go
-    try:
-        await _run_loop(conn, dialect, history, migrations, request, options, cleanup, done, side)
-    except BaseException as exc:
-        # A failed run may still have changed the schema: migrations committed before the
-        # failure, or statements a database without transactional DDL kept.
-        kept = isinstance(exc, MigrationFailed) and bool(exc.committed)
-        if options.store_snapshot and (done or kept) and not conn.invalidated:
-            try:
-                async with _writing(conn, dialect):
-                    await store_snapshot(conn, history)
-            except Exception as exc:  # never hide the error that came first
-                logger.warning("could not store the schema snapshot (%s)", _one_line(exc))
-        raise
-    if done and options.store_snapshot:  # what 'rung drift' compares the live schema with
-        async with _writing(conn, dialect):
-            await store_snapshot(conn, history)
-    return done
-
-
-async def _run_loop(
-    conn: AsyncConnection,
-    dialect: Dialect,
-    history: History,
-    migrations: Sequence[Migration],
-    request: Request,
-    options: Options,
-    cleanup: AsyncExitStack,
-    done: list[Executed],
-    side: list[AsyncConnection],
-) -> None:
-    """Plan and run batch after batch, under the lock, appending to ``done``."""
-    while request.steps is None or len(done) < request.steps:
-        remaining = None if request.steps is None else request.steps - len(done)
-        batch: Batch | None = None
-        committed = len(done)  # a failure rolls back this batch's migrations, not those
+    async def batches(self) -> list[Executed]:
+        """Run every batch; return what ran, in order."""
         try:
-            async with _writing(conn, dialect):
+            while await self._next_batch():
+                pass
+        except BaseException as exc:
+            # A failed run may still have changed the schema: migrations committed before
+            # the failure, or statements a database without transactional DDL kept.
+            kept = isinstance(exc, MigrationFailed) and bool(exc.committed)
+            if (self.done or kept) and not self.conn.invalidated:
+                try:
+                    await self._store_snapshot()
+                except Exception as late:  # never hide the error that came first
+                    logger.warning("could not store the schema snapshot (%s)", _one_line(late))
+            raise
+        finally:
+            if self._side is not None:
+                await self._side.close()
+        if self.done:
+            await self._store_snapshot()
+        return self.done
+
+    async def _store_snapshot(self) -> None:
+        """What 'rung drift' compares the live schema with."""
+        if self.options.store_snapshot:
+            async with _writing(self.conn, self.dialect):
+                await store_snapshot(self.conn, self.history)
+
+    async def _next_batch(self) -> bool:
+        """Plan and run the next batch; False when there is none left."""
+        steps = self.request.steps
+        if steps is not None and len(self.done) >= steps:
+            return False
+        remaining = None if steps is None else steps - len(self.done)
+        committed = len(self.done)  # a failure rolls back this batch's migrations, not those
+        conn, history = self.conn, self.history
+        try:
+            async with _writing(conn, self.dialect):
                 await history.ensure(conn)
                 records = await history.read(conn, journals=False)
-                planned = _plan(
-                    migrations,
-                    records,
-                    dataclasses.replace(request, steps=remaining),
-                    dialect,
-                    options,
-                )
+                request = dataclasses.replace(self.request, steps=remaining)
+                planned = _plan(self.migrations, records, request, self.dialect, self.options)
                 if not planned.batches:
-                    break
+                    return False
                 batch = planned.batches[0]
                 if batch.atomic:
-                    for migration in batch.migrations:
-                        done.append(
-                            await _execute(conn, history, migration, batch.direction, new=True)
+                    for m in batch.migrations:
+                        self.done.append(
+                            await _execute(conn, history, m, batch.direction, new=True)
                         )
-                    continue
+                    return True
                 # Not atomic: leave a mark first, so an interrupted run is never mistaken
                 # for one that did not start.
-                migration = batch.migrations[0]
-                await history.mark(
-                    conn,
-                    migration.name,
-                    migration.checksum,
-                    state="running",
-                    direction=batch.direction.value,
+                m = batch.migrations[0]
+                direction = batch.direction.value
+                await history.mark(conn, m.name, m.checksum, state="running", direction=direction)
+        except _Failed as failed:
+            del self.done[committed:]  # rolled back with their batch
+            raise _failure(failed, rolled_back=True, done=self.done) from failed.cause
+        self.done.append(await self._alone(batch))
+        return True
+
+    async def _alone(self, batch: Batch) -> Executed:
+        """A migration the database cannot roll back: in its own transaction, or in none."""
+        conn, dialect, history = self.conn, self.dialect, self.history
+        migration = batch.migrations[0]
+        if self._side is None:
+            self._side = await conn.engine.connect()
+            await self._side.execution_options(isolation_level="AUTOCOMMIT")
+        side = self._side.sync_connection
+        assert side is not None and conn.sync_connection is not None
+        progress = [0]
+
+        def journal_kept(statements: list[Statement]) -> None:
+            """Keep the running mark's journal up to date with what the database has kept,
+            on the side connection, so that even a killed process leaves a precise record."""
+            kept = dialect.kept_after_failure(statements, batch.in_transaction)
+            if len(kept) > progress[0]:
+                progress[0] = len(kept)
+                side.execute(history.journal_update(migration.name, kept))
+
+        try:
+            if batch.in_transaction:
+                async with _writing(conn, dialect):
+                    return await _execute(conn, history, migration, batch.direction, journal_kept)
+            previous = conn.sync_connection.get_execution_options().get("isolation_level")
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                # History writes go through the same autocommit connection: one statement each.
+                return await _execute(conn, history, migration, batch.direction, journal_kept)
+            finally:
+                await conn.commit()  # ends SQLAlchemy's logical transaction
+                await conn.execution_options(
+                    isolation_level=previous or conn.default_isolation_level
                 )
         except _Failed as failed:
-            del done[committed:]  # rolled back with their batch
-            raise _failure(failed, rolled_back=True, done=done) from failed.cause
-        if not side:
-            side.append(await conn.engine.connect())
-            await side[0].execution_options(isolation_level="AUTOCOMMIT")
-            cleanup.push_async_callback(side[0].close)
-        done.append(await _execute_alone(conn, side[0], dialect, history, batch, done))
+            kept = dialect.kept_after_failure(
+                failed.statements, batch.in_transaction, failed.failing
+            )
+            try:
+                await _record_failure(conn, dialect, history, failed, kept)
+            except Exception as exc:
+                logger.error(
+                    "could not record the failure of %s (%s); it stays marked as running",
+                    migration.name,
+                    _one_line(exc),
+                )
+            raise _failure(failed, rolled_back=False, done=self.done, kept=kept) from failed.cause
 
 
 class _Failed(Exception):
@@ -416,54 +446,6 @@ async def _execute(
         },
     )
     return Executed(migration.name, direction, round(elapsed, 3), tuple(journal.statements))
-
-
-async def _execute_alone(
-    conn: AsyncConnection,
-    side: AsyncConnection,
-    dialect: Dialect,
-    history: History,
-    batch: Batch | None,
-    done: list[Executed],
-) -> Executed:
-    """A migration the database cannot roll back: in its own transaction, or in none."""
-    assert batch is not None and side.sync_connection is not None
-    migration = batch.migrations[0]
-    side_sync = side.sync_connection
-    progress = [0]
-
-    def journal_kept(statements: list[Statement]) -> None:
-        """Keep the running mark's journal up to date with what the database has kept, on
-        a side connection, so that even a killed process leaves a precise record."""
-        kept = dialect.kept_after_failure(statements, batch.in_transaction)
-        if len(kept) > progress[0]:
-            progress[0] = len(kept)
-            side_sync.execute(history.journal_update(migration.name, kept))
-
-    try:
-        if batch.in_transaction:
-            async with _writing(conn, dialect):
-                return await _execute(conn, history, migration, batch.direction, journal_kept)
-        assert conn.sync_connection is not None
-        previous = conn.sync_connection.get_execution_options().get("isolation_level")
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            # History writes go through the same autocommit connection: one statement each.
-            return await _execute(conn, history, migration, batch.direction, journal_kept)
-        finally:
-            await conn.commit()  # ends SQLAlchemy's logical transaction; the statements are in
-            await conn.execution_options(isolation_level=previous or conn.default_isolation_level)
-    except _Failed as failed:
-        kept = dialect.kept_after_failure(failed.statements, batch.in_transaction, failed.failing)
-        try:
-            await _record_failure(conn, dialect, history, failed, kept)
-        except Exception as exc:
-            logger.error(
-                "could not record the failure of %s (%s); it stays marked as running",
-                migration.name,
-                _one_line(exc),
-            )
-        raise _failure(failed, rolled_back=False, done=done, kept=kept) from failed.cause
 
 
 async def _record_failure(
