@@ -173,11 +173,21 @@ class History:
         await conn.execute(self._insert, row)
 
     async def mark(
-        self, conn: AsyncConnection, name: str, checksum: str, *, state: str, direction: str
+        self,
+        conn: AsyncConnection,
+        name: str,
+        checksum: str,
+        *,
+        state: str,
+        direction: str,
+        exists: bool | None = None,
     ) -> None:
-        """Set the state of ``name``, keeping its timing and journal if it has a row."""
+        """Set the state of ``name``, keeping its timing and journal if it has a row
+        (``exists``: whether it has, when the caller knows)."""
         row = self.table.c.name == name
-        if await conn.scalar(sa.select(sa.func.count()).where(row)):
+        if exists is None:
+            exists = bool(await conn.scalar(sa.select(sa.func.count()).where(row)))
+        if exists:
             update = self.table.update().where(row)
             await conn.execute(update.values(checksum=checksum, state=state, direction=direction))
         else:

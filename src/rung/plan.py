@@ -181,11 +181,14 @@ def check_history(migrations: Sequence[Migration], history: Sequence[Record]) ->
 
 
 def _needs_repair(record: Record) -> str:
-    how = "failed part-way" if record.state == "failed" else "was interrupted part-way"
+    failed = record.state == "failed"
+    how = "failed part-way" if failed else "was interrupted part-way"
     if record.statements:
         shown = "; ".join(s.sql.splitlines()[0][:80] for s in record.statements[:3])
         more = f" and {len(record.statements) - 3} more" if len(record.statements) > 3 else ""
-        kept = f"; the database kept: {shown}{more}"
+        # A killed run cannot tell whether the statement it was running went through.
+        after = "" if failed else ", and perhaps the statement after those"
+        kept = f"; the database kept: {shown}{more}{after}"
     else:
         kept = "; the database may hold part of it"
     return (

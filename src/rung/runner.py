@@ -99,7 +99,10 @@ class Journal:
     def recording(
         self, on_statement: Callable[[list[Statement]], None] | None = None
     ) -> Iterator[Journal]:
-        """Record from now on, afresh; ``on_statement`` is told after each statement."""
+        """Record from now on, afresh. ``on_statement`` is told what has completed when the
+        next statement starts: a running migration's record is then exact while that
+        statement runs, and a migration's last statement costs no update (its final record
+        holds everything)."""
         self.statements, self.pending, self._on_statement = [], None, on_statement
         self._active = True
         try:
@@ -109,6 +112,8 @@ class Journal:
 
     def _before(self, conn: Any, cursor: Any, sql: str, *rest: Any) -> None:
         if self._active:
+            if self._on_statement is not None and self.statements:
+                self._on_statement(self.statements)
             self.pending = sql
             self._started = time.perf_counter()
 
@@ -119,8 +124,6 @@ class Journal:
         elapsed = (time.perf_counter() - self._started) * 1000
         shown = repr(params)[:MAX_PARAMS_CHARS] if params else None
         self.statements.append(Statement(textwrap.dedent(sql).strip(), shown, round(elapsed, 3)))
-        if self._on_statement is not None:
-            self._on_statement(self.statements)
 
 
 def masked(url: sa.URL) -> str:
@@ -258,6 +261,7 @@ class _Run:
         self.migrations, self.request, self.options = migrations, request, options
         self.done: list[Executed] = []
         self._side: AsyncConnection | None = None  # journals non-atomic migrations as they go
+        self._ensured = False
 
     async def batches(self) -> list[Executed]:
         """Run every batch; return what ran, in order."""
@@ -297,7 +301,9 @@ class _Run:
         conn, history = self.conn, self.history
         try:
             async with _writing(conn, self.dialect):
-                await history.ensure(conn)
+                if not self._ensured:  # once a run: the run holds the lock
+                    await history.ensure(conn)
+                    self._ensured = True
                 records = await history.read(conn, journals=False)
                 request = dataclasses.replace(self.request, steps=remaining)
                 planned = _plan(self.migrations, records, request, self.dialect, self.options)
@@ -313,8 +319,14 @@ class _Run:
                 # Not atomic: leave a mark first, so an interrupted run is never mistaken
                 # for one that did not start.
                 m = batch.migrations[0]
-                direction = batch.direction.value
-                await history.mark(conn, m.name, m.checksum, state="running", direction=direction)
+                await history.mark(
+                    conn,
+                    m.name,
+                    m.checksum,
+                    state="running",
+                    direction=batch.direction.value,
+                    exists=any(r.name == m.name for r in records),
+                )
         except _Failed as failed:
             del self.done[committed:]  # rolled back with their batch
             raise _failure(failed, rolled_back=True, done=self.done) from failed.cause

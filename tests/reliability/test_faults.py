@@ -110,7 +110,9 @@ async def test_sigkill_mid_migration(
     assert [s.sql for s in running.statements] == ["CREATE TABLE b (id INTEGER)"]
     with pytest.raises(errors.NeedsRepair, match=f"{names[1]} was interrupted part-way") as caught:
         await rung.upgrade(engine, reg, lock_timeout=10)
-    assert "the database kept: CREATE TABLE b (id INTEGER);" in str(caught.value)
+    assert "the database kept: CREATE TABLE b (id INTEGER), and perhaps the statement after" in (
+        str(caught.value)
+    )
     # The person undoes what was kept and tells rung; the next run completes.
     async with engine.begin() as conn:
         await conn.execute(sa.text("DROP TABLE b"))
