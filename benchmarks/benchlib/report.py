@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from benchlib.measure import Cell, Results
 
@@ -21,6 +22,9 @@ SCENARIO_TITLES = {
     "verify": "`verify`",
     "help": "`--help` cold start",
 }
+
+
+ANALYSIS = Path(__file__).resolve().parent.parent / "analysis.md"
 
 
 def _ms(value: float) -> str:
@@ -124,6 +128,8 @@ def render(results: Results) -> str:
     header = ["database", "scenario", "N", "as", "ratio", "target", "", "rung", "floor"]
     out += _table([*header, "vs raw-sa"], rows)
     out.append("")
+    if ANALYSIS.exists():  # written by a person, from profiles: what the misses are made of
+        out += [ANALYSIS.read_text().rstrip(), ""]
 
     for db in DB_ORDER:
         cells = [c for c in results.cells.values() if c.db == db and c.scenario != "verify"]
