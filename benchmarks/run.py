@@ -60,7 +60,7 @@ class Plan:
     big_pairs: tuple[int, int] = (3, 1)  # rung, peers
     help_pairs: int = 10
     inprocess_reps: int = 20
-    verify_timeout: float = 420.0  # seconds per verify run; larger N is skipped after a miss
+    verify_timeout: float = 900.0  # seconds per verify run; larger N is skipped after a miss
     caps: bool = True
 
     def for_cell(self, db: str, n: int, tool: str, primary: str) -> tuple[int, int, str] | str:
