@@ -47,3 +47,12 @@ def test_no_submodule_hides_a_public_name() -> None:
         value = getattr(rung, name)
         assert not isinstance(value, types.ModuleType) or name == "errors", name
     assert callable(rung.verify) and callable(rung.drift)
+
+
+def test_ci_runs_the_readme_test_command_word_for_word() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- test-command -->", 1)[1].split("```")[1]
+    command = block.removeprefix("sh").strip()
+    assert "pytest" in command
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert ci[-1] == command
