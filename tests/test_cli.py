@@ -466,6 +466,9 @@ def test_bad_urls_are_configuration_errors(tmp_path: Path) -> None:
         assert result.code == 2, (url, result.text)
         assert result.err.startswith("rung: error: ") and expected in result.err, result.err
         assert "Pw1234" not in result.text and "Traceback" not in result.text
+    # A URL given where no URL belongs is a usage error, still without its password.
+    misplaced = run([*RUNG, "status", "postgres://u:Pw1234@127.0.0.1/d"], tmp_path)
+    assert misplaced.code == 2 and "u:***@" in misplaced.err and "Pw1234" not in misplaced.text
 
 
 def test_a_server_that_never_answers_fails_within_the_wait(tmp_path: Path) -> None:

@@ -47,7 +47,11 @@ class Parser(argparse.ArgumentParser):
         super().__init__(**{"formatter_class": Formatter, **kwargs})
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"rung: error: {message}\nrung: hint: see '{self.prog} --help'\n")
+        from rung.config import mask  # a URL given where it does not belong keeps its secret
+
+        sys.stderr.write(
+            f"rung: error: {mask(message, '')}\nrung: hint: see '{self.prog} --help'\n"
+        )
         raise SystemExit(2)
 
 
@@ -223,7 +227,6 @@ def _run(args: argparse.Namespace) -> int:
     """Run the parsed command: configuration, logging to the output, the command, and every
     error turned into its message and exit code."""
     import logging
-    import os
     import types
     from pathlib import Path
 

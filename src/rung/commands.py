@@ -262,9 +262,9 @@ async def cmd_repair(ctx: Context) -> int:
 
 def cmd_check(ctx: Context) -> int:
     from rung.migration import Migration
-    from rung.registry import _collect, lint_folder, validate
+    from rung.registry import collect, lint_folder, validate
 
-    entries = _collect(ctx.registry)
+    entries = collect(ctx.registry)
     module = sys.modules[ctx.cfg.migrator.partition(":")[0]]
     folder = Path(module.__file__ or ".").parent
     found = validate(entries) + lint_folder(
@@ -295,23 +295,7 @@ async def cmd_verify(ctx: Context) -> int:
             table=ctx.cfg.table,
         )
     if ctx.out.as_json:
-        ctx.out.data(
-            {
-                "ok": report.ok,
-                "checked": list(report.checked),
-                "failures": [
-                    {
-                        "name": f.name,
-                        "step": f.step,
-                        "message": f.message,
-                        "differences": [str(d) for d in f.differences],
-                    }
-                    for f in report.failures
-                ],
-                "irreversible": list(report.irreversible),
-                "not_checked": list(report.not_checked),
-            }
-        )
+        ctx.out.data(output.verify_json(report))
         return 0 if report.ok else 1
     found = [f.message + "".join(f"\n    {d}" for d in f.differences) for f in report.failures]
     for name in report.irreversible:

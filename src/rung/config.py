@@ -205,9 +205,13 @@ def _patterns(values: dict[str, Any], sources: dict[str, str], key: str) -> tupl
     return tuple(value)
 
 
+# A SQLite URL: its scheme, its file path, its query.
+_SQLITE_URL = re.compile(r"(sqlite(?:\+\w+)?:///)([^?]*)(\?.*)?", re.DOTALL)
+
+
 def _anchored(url: str, root: Path) -> str:
     """A relative SQLite file path made absolute against ``root``."""
-    match = re.fullmatch(r"(sqlite(?:\+\w+)?:///)([^?]*)(\?.*)?", url, re.DOTALL)
+    match = _SQLITE_URL.fullmatch(url)
     if match is None or match[2] in ("", ":memory:") or Path(match[2]).is_absolute():
         return url
     return f"{match[1]}{(root / match[2]).resolve()}{match[3] or ''}"
@@ -263,8 +267,8 @@ def check_driver(url: str) -> None:
 
 def _sqlite_file(url: str) -> Path | None:
     """The file of a SQLite URL; None for other databases, memory and ``file:`` URIs."""
-    match = re.fullmatch(r"sqlite(?:\+\w+)?:///([^?]*)(\?.*)?", url, re.DOTALL)
-    path = match[1] if match else ""
+    match = _SQLITE_URL.fullmatch(url)
+    path = match[2] if match else ""
     return None if path in ("", ":memory:") or path.startswith("file:") else Path(path)
 
 

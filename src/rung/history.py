@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rung.dialects import mysql
 from rung.errors import HistoryError, UsageError
 from rung.plan import Record, Statement
 
@@ -24,22 +24,8 @@ DEFAULT_TABLE = "rung_migrations"
 MAX_SQL_CHARS = 20_000  # per journaled statement; a bulk INSERT is kept in part, and says so
 
 
-class _MySQLType(sa.types.UserDefinedType[Any]):
-    """A MySQL column type by its DDL, so that the tracking table never imports SQLAlchemy's
-    MySQL dialect (a tenth of a no-op run's imports on PostgreSQL and SQLite)."""
-
-    cache_ok = True
-
-    def __init__(self, ddl: str) -> None:
-        self.ddl = ddl
-
-    def get_col_spec(self, **kw: Any) -> str:
-        return self.ddl
-
-
-# MySQL's TEXT holds 64 KB and its DATETIME whole seconds, unless told otherwise.
-_LongText = sa.Text().with_variant(_MySQLType("LONGTEXT"), "mysql", "mariadb")
-_Moment = sa.DateTime().with_variant(_MySQLType("DATETIME(6)"), "mysql", "mariadb")
+_LongText = sa.Text().with_variant(mysql.LONG_TEXT, "mysql", "mariadb")
+_Moment = sa.DateTime().with_variant(mysql.MICROSECONDS, "mysql", "mariadb")
 
 
 class History:
@@ -101,15 +87,19 @@ class History:
                         f"({_first_line(exc)}); rename that table or give rung another one "
                         "with --table"
                     ) from exc
-        try:
-            return [_record(row) for row in rows]
-        except (ValueError, TypeError, KeyError) as exc:  # a journal that is not rung's JSON
-            raise self._unreadable(exc) from exc
+        records = []
+        for row in rows:
+            try:
+                records.append(_record(row))
+            except (ValueError, TypeError, KeyError) as exc:  # a journal not in rung's JSON
+                raise self._unreadable(exc, row._mapping["name"]) from exc
+        return records
 
-    def _unreadable(self, exc: Exception) -> HistoryError:
+    def _unreadable(self, exc: Exception, name: str | None = None) -> HistoryError:
+        row = f"the row of {name!r} in {self.name!r}" if name else f"a row of {self.name!r}"
         return HistoryError(
-            f"a row of {self.name!r} cannot be read ({type(exc).__name__}: {_first_line(exc)}); "
-            "it was changed by hand or by another tool: restore or delete that row"
+            f"{row} cannot be read ({type(exc).__name__}: {_first_line(exc)}); it was changed "
+            "by hand or by another tool: restore or delete that row"
         )
 
     async def ensure(self, conn: AsyncConnection) -> None:

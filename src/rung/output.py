@@ -22,6 +22,7 @@ from rung.config import mask
 if TYPE_CHECKING:
     from rung.plan import MigrationState, Statement
     from rung.runner import Executed
+    from rung.verifying import VerifyReport
 
 COLOURS = {"green": "32", "red": "31", "yellow": "33", "magenta": "35", "bold": "1"}
 STATE_COLOURS = {"applied": "green", "pending": "yellow", "unknown": "magenta"}
@@ -193,6 +194,24 @@ def state_json(s: MigrationState, *, statements: bool = False) -> dict[str, Any]
     if statements:
         data["statements"] = [statement_json(x) for x in s.statements]
     return data
+
+
+def verify_json(report: VerifyReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "checked": list(report.checked),
+        "failures": [
+            {
+                "name": f.name,
+                "step": f.step,
+                "message": f.message,
+                "differences": [str(d) for d in f.differences],
+            }
+            for f in report.failures
+        ],
+        "irreversible": list(report.irreversible),
+        "not_checked": list(report.not_checked),
+    }
 
 
 def counts(states: Sequence[MigrationState]) -> dict[str, int]:

@@ -150,9 +150,7 @@ def check_history(migrations: Sequence[Migration], history: Sequence[Record]) ->
     if broken:
         raise NeedsRepair(_needs_repair(broken[0]), names=[r.name for r in broken])
     registered = {m.name: m for m in migrations}
-    newest = max(registered, default="")
-    unknown = [r.name for r in history if r.name not in registered]
-    interleaved = [n for n in unknown if n <= newest]
+    interleaved, future = unknown_entries(migrations, history)
     if interleaved:
         raise UnknownApplied(
             f"migration {interleaved[0]} is recorded as applied but is not in the registry"
@@ -171,13 +169,23 @@ def check_history(migrations: Sequence[Migration], history: Sequence[Record]) ->
             f"restore its code, or accept the change with 'rung repair {modified[0]}'",
             names=modified,
         )
-    future = [n for n in unknown if n > newest]
     if future:
         return (
             f"{len(future)} applied migration(s) newer than this registry ({future[-1]}): "
             "a newer release applied them; going on",
         )
     return ()
+
+
+def unknown_entries(
+    migrations: Sequence[Migration], history: Sequence[Record]
+) -> tuple[list[str], list[str]]:
+    """History entries the registry does not know, by name: those among the registered
+    names (an error) and those newer than all of them (a newer release's: warn, go on)."""
+    registered = {m.name for m in migrations}
+    newest = max(registered, default="")
+    unknown = sorted(r.name for r in history if r.name not in registered)
+    return [n for n in unknown if n <= newest], [n for n in unknown if n > newest]
 
 
 def _needs_repair(record: Record) -> str:

@@ -68,7 +68,7 @@ def migrations_of(registry: Registry) -> tuple[Migration, ...]:
     """The registry's migrations in order, validated; ``RegistryError`` lists all problems."""
     if isinstance(registry, Validated):
         return registry
-    migrations = _collect(registry)
+    migrations = collect(registry)
     problems = validate(migrations)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -77,7 +77,8 @@ def migrations_of(registry: Registry) -> tuple[Migration, ...]:
     return Validated(migrations)
 
 
-def _collect(registry: Registry) -> tuple[Migration, ...]:
+def collect(registry: Registry) -> tuple[Migration, ...]:
+    """The registry's entries in order, not yet validated (``rung check`` reports on them)."""
     method = getattr(registry, "migrations", None)
     if callable(method):
         items = method()

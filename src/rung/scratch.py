@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from rung.dialects import dialect_named
 from rung.errors import NeedsRepair, ScratchUnavailable, UnknownApplied, UsageError
 from rung.migration import Migration
-from rung.plan import Direction, Record, Request
+from rung.plan import Direction, Record, Request, unknown_entries
 from rung.runner import Options, masked, run
 
 logger = logging.getLogger("rung")
@@ -103,21 +103,19 @@ async def replay_history(
             names=failed,
         )
     registered = {m.name: m for m in migrations}
-    newest = max(registered, default="")
-    unknown = sorted(r.name for r in records if r.name not in registered)
-    interleaved = [name for name in unknown if name <= newest]
+    interleaved, future = unknown_entries(migrations, records)
     if interleaved:
         raise UnknownApplied(
             f"migration {interleaved[0]} is recorded as applied but is not in the registry, "
             "so it cannot be replayed; run with the release that has it",
             names=interleaved,
         )
-    if unknown:  # newer than the registry: a newer release's, as upgrade warns too
+    if future:  # a newer release's: upgrade warns and goes on, and so does a replay
         logger.warning(
             "%d applied migration(s) newer than this registry (%s) cannot be replayed; "
             "the scratch database lacks what they made",
-            len(unknown),
-            unknown[-1],
+            len(future),
+            future[-1],
         )
     applied = {r.name for r in records if r.state == "applied" and r.name in registered}
     for r in records:

@@ -83,8 +83,6 @@ async def drop_in_order(
     return [f"{kind.lower()} {name}" for kind, name in found]
 
 
-def all_kept(
-    statements: Sequence[Statement], in_transaction: bool, failing: str | None = None
-) -> list[Statement]:
+def all_kept(statements: Sequence[Statement], in_transaction: bool) -> list[Statement]:
     """Transactional DDL: a rollback undoes everything, unless nothing was in a transaction."""
     return [] if in_transaction else list(statements)
