@@ -95,48 +95,38 @@ class Results:
         return cls({c.key: c for c in cells}, data["inprocess"], data["meta"], data["skipped"])
 
 
-def timed(run: Run) -> float:
-    """Wall time of the whole process, in seconds; raises if it fails or says the wrong thing."""
-    env = child_env(run.env)
-    limit = run.timeout or TIMEOUT
-    started = time.perf_counter()
-    try:
-        done = subprocess.run(
-            run.argv,
-            cwd=run.cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=limit,
-        )
-    except subprocess.TimeoutExpired:
-        raise TooSlow(run, limit) from None
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-8:]
-        raise BenchError(
-            f"{' '.join(run.argv[:6])} ... exited {done.returncode}:\n  " + "\n  ".join(tail)
-        )
-    if run.expect is not None and run.expect not in done.stdout + done.stderr:
-        raise BenchError(f"{' '.join(run.argv[:6])} ... did not print {run.expect!r}")
-    return elapsed
-
-
-def untimed(run: Run) -> str:
-    env = child_env(run.env)
+def _process(run: Run, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``run`` to its end; raises if it fails."""
     done = subprocess.run(
         run.argv,
         cwd=run.cwd,
-        env=env,
+        env=child_env(run.env),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=TIMEOUT,
+        timeout=timeout,
     )
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-8:]
         raise BenchError(
             f"{' '.join(run.argv[:6])} ... exited {done.returncode}:\n  " + "\n  ".join(tail)
         )
-    return done.stdout
+    return done
+
+
+def timed(run: Run) -> float:
+    """Wall time of the whole process, in seconds; raises if it fails or says the wrong thing."""
+    limit = run.timeout or TIMEOUT
+    started = time.perf_counter()
+    try:
+        done = _process(run, limit)
+    except subprocess.TimeoutExpired:
+        raise TooSlow(run, limit) from None
+    elapsed = time.perf_counter() - started
+    if run.expect is not None and run.expect not in done.stdout + done.stderr:
+        raise BenchError(f"{' '.join(run.argv[:6])} ... did not print {run.expect!r}")
+    return elapsed
+
+
+def untimed(run: Run) -> str:
+    return _process(run, TIMEOUT).stdout
