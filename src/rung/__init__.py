@@ -16,11 +16,23 @@ import importlib
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
     from rung import errors
-    from rung.drifting import drift
+    from rung.api import (
+        baseline,
+        downgrade,
+        drift,
+        dry_run,
+        fresh,
+        lock_holder,
+        repair,
+        status,
+        unlock,
+        upgrade,
+        verify,
+    )
+    from rung.connection import create_engine
     from rung.migration import Migration
     from rung.plan import MigrationState, State
-    from rung.runner import Executed, baseline, downgrade, repair, status, upgrade
-    from rung.verifying import verify
+    from rung.runner import Executed
 
 __all__ = [
     "Executed",
@@ -28,15 +40,20 @@ __all__ = [
     "MigrationState",
     "State",
     "baseline",
+    "create_engine",
     "downgrade",
     "drift",
+    "dry_run",
     "errors",
+    "fresh",
+    "lock_holder",
     "repair",
     "status",
+    "unlock",
     "upgrade",
     "verify",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Where each public name lives; a module's own name means the module itself.
 _HOMES = {
@@ -44,14 +61,24 @@ _HOMES = {
     "Migration": "rung.migration",
     "MigrationState": "rung.plan",
     "State": "rung.plan",
-    "baseline": "rung.runner",
-    "downgrade": "rung.runner",
-    "drift": "rung.drifting",
+    "create_engine": "rung.connection",
     "errors": "rung.errors",
-    "repair": "rung.runner",
-    "status": "rung.runner",
-    "upgrade": "rung.runner",
-    "verify": "rung.verifying",
+    **{
+        name: "rung.api"
+        for name in (
+            "baseline",
+            "downgrade",
+            "drift",
+            "dry_run",
+            "fresh",
+            "lock_holder",
+            "repair",
+            "status",
+            "unlock",
+            "upgrade",
+            "verify",
+        )
+    },
 }
 
 

@@ -22,7 +22,16 @@ if TYPE_CHECKING:
     from rung.commands import Context
     from rung.errors import RungError
 
-GLOBAL_OPTIONS = ("url", "migrator", "table", "lock_timeout", "per_migration", "wait")
+GLOBAL_OPTIONS = (
+    "url",
+    "migrator",
+    "table",
+    "lock_timeout",
+    "lock_lease",
+    "per_migration",
+    "pooler",
+    "wait",
+)
 
 
 # -- the parser and main ----------------------------------------------------------------------
@@ -47,7 +56,7 @@ class Parser(argparse.ArgumentParser):
         super().__init__(**{"formatter_class": Formatter, **kwargs})
 
     def error(self, message: str) -> NoReturn:
-        from rung.config import mask  # a URL given where it does not belong keeps its secret
+        from rung.passwords import mask  # a URL given where it does not belong keeps its secret
 
         sys.stderr.write(
             f"rung: error: {mask(message, '')}\nrung: hint: see '{self.prog} --help'\n"
@@ -72,8 +81,12 @@ def _global_options() -> Parser:
     g.add_argument("--table", help="tracking table (default rung_migrations)")
     g.add_argument("--lock-timeout", type=float, metavar="SECONDS",
                    help="how long to wait for another run's lock (default 60)")
+    g.add_argument("--lock-lease", type=float, metavar="SECONDS",
+                   help="how long a dead run's lock keeps others waiting (default 30)")
     g.add_argument("--per-migration", action="store_true",
                    help="commit each migration on its own, not all in one transaction")
+    g.add_argument("--pooler", choices=("none", "transaction"),
+                   help="'transaction' behind PgBouncer-style transaction pooling")
     g.add_argument("--wait", type=float, metavar="SECONDS",
                    help="keep retrying until the database accepts connections")
     g.add_argument("-v", "--verbose", action="count", help="more detail, and tracebacks")
@@ -95,6 +108,7 @@ COMMANDS: dict[str, str] = {
     "reset": "revert every migration",
     "baseline": "record migrations as applied without running them",
     "repair": "accept changed code; resolve failed migrations",
+    "unlock": "free the lock of a run that is provably gone",
     "check": "check the registry against its folder (no database)",
     "verify": "prove on a scratch database that every down reverses its up",
     "drift": "name schema changes made outside the migrations",
@@ -143,9 +157,11 @@ OPTIONS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
         JSON,
     ],
     "check": [JSON],
+    "unlock": [JSON],
     "verify": [
         SCRATCH,
         (("--from",), {"dest": "start_after", "metavar": "NAME", "help": "start after NAME"}),
+        (("--fail-fast",), {**FLAG, "help": "stop at the first failure"}),
         JSON,
     ],
     "drift": [
@@ -186,7 +202,15 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
-VALUED = {"--url", "--migrator", "--table", "--lock-timeout", "--wait"}  # take the next word
+VALUED = {
+    "--url",
+    "--migrator",
+    "--table",
+    "--lock-timeout",
+    "--lock-lease",
+    "--pooler",
+    "--wait",
+}  # take the next word
 
 
 def _command_in(argv: Sequence[str]) -> str | None:

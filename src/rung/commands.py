@@ -21,6 +21,7 @@ from rung.errors import RungError, SchemaError, UnknownTarget, UsageError
 from rung.output import Output
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from rung.migration import Migration
@@ -49,30 +50,39 @@ class Context:
 
         return migrations_of(self.registry)
 
+    @functools.cached_property
+    def url(self) -> sa.URL:
+        from rung.connection import check_driver, parse_url
+
+        url = parse_url(self.cfg.url, root=self.cfg.url_root)
+        check_driver(url)
+        return url
+
     @asynccontextmanager
     async def database(self, *, must_exist: bool = False) -> AsyncIterator[AsyncEngine]:
         """The configured database, once it accepts connections (--wait). Everything that
         can be refused without it is refused first (configuration, registry, ``--to``), so
         a refusal never creates a SQLite file. ``must_exist``: a command that reads or
         reverts has nothing to do on a SQLite file that is not there, and says so."""
+        from rung.connection import create_engine, reach
+        from rung.dialects import dialect_named
         from rung.plan import check_target
 
-        configuration.check_driver(self.cfg.url)
+        url = self.url
         check_target(self.migrations, getattr(self.args, "to", None))
-        configuration.check_folder(self.cfg.url)
-        if must_exist:
-            configuration.check_exists(self.cfg.url)
-        engine = configuration.create_engine(self.cfg)
+        dialect_named(url.get_backend_name()).check_location(url, must_exist=must_exist)
+        engine = create_engine(url, pooler=self.cfg.pooler)
         try:
-            await configuration.reach(engine, self.cfg.url, self.cfg.wait, self.out.note)
+            await reach(engine, self.cfg.wait, self.out.note)
             yield engine
         finally:
             await engine.dispose()
 
-    @property
-    def writes(self) -> dict[str, Any]:
-        """Keyword arguments of the runner's upgrade and downgrade."""
-        return {**self.cfg.run_options, "per_migration": self.cfg.per_migration}
+    def target(self, name: str | None) -> str | None:
+        """The registered migration ``name`` means (a unique part of a name will do)."""
+        if name is None:
+            return None
+        return _find_name([m.name for m in self.migrations], name, "--to")
 
     def confirm(self, what: str) -> None:
         """Ask on a terminal; elsewhere demand --yes."""
@@ -142,9 +152,9 @@ def cmd_new(ctx: Context) -> int:
 
 
 async def cmd_up(ctx: Context) -> int:
-    from rung.runner import upgrade
+    from rung.api import upgrade
 
-    a = ctx.args
+    a, c = ctx.args, ctx.cfg
     if a.check_drift or a.strict:  # before a dry run too: it shows what up would do
         async with ctx.database() as engine:
             await _drift_gate(ctx, engine, strict=a.strict)
@@ -152,40 +162,64 @@ async def cmd_up(ctx: Context) -> int:
         return await _dry_run(ctx, "up")
     async with ctx.database() as engine:
         done = await upgrade(
-            engine, ctx.migrations, steps=a.n, to=a.to, out_of_order=a.out_of_order, **ctx.writes
+            engine,
+            ctx.migrations,
+            steps=a.n,
+            to=ctx.target(a.to),
+            out_of_order=a.out_of_order,
+            table=c.table,
+            lock_timeout=c.lock_timeout,
+            lock_lease=c.lock_lease,
+            per_migration=c.per_migration,
         )
         return ctx.report(done, engine, "nothing to apply: the database is up to date")
 
 
 async def cmd_down(ctx: Context) -> int:
-    from rung.runner import downgrade
+    from rung.api import downgrade
 
-    a = ctx.args
+    a, c = ctx.args, ctx.cfg
     if a.dry_run:
         return await _dry_run(ctx, "down")
     async with ctx.database(must_exist=True) as engine:
-        done = await downgrade(engine, ctx.migrations, steps=a.n, to=a.to, all=a.all, **ctx.writes)
+        done = await downgrade(
+            engine,
+            ctx.migrations,
+            steps=a.n,
+            to=ctx.target(a.to),
+            all=a.all,
+            table=c.table,
+            lock_timeout=c.lock_timeout,
+            lock_lease=c.lock_lease,
+            per_migration=c.per_migration,
+        )
         return ctx.report(done, engine, "nothing to revert")
 
 
 async def cmd_status(ctx: Context) -> int:
+    from rung.api import lock_holder, status
     from rung.plan import outstanding, states
-    from rung.runner import status
 
-    missing = configuration.missing_file(ctx.cfg.url)
-    if missing is None:
+    migrations = ctx.migrations  # a registry that does not load is named before the database
+    url = ctx.url
+    holder = None
+    if not _missing_file(url):
         async with ctx.database() as engine:
-            found = await status(engine, ctx.migrations, table=ctx.cfg.table)
+            found = await status(engine, migrations, table=ctx.cfg.table)
+            holder = await lock_holder(engine, table=ctx.cfg.table)
     else:  # status never writes, not even an empty SQLite file
-        configuration.create_engine(ctx.cfg)  # but a bad URL is still an error
-        ctx.out.note(f"{missing} does not exist yet: every migration is pending (rung up makes it)")
-        found = states(ctx.migrations, [])
-    output.status(ctx.out, found, f"database {ctx.cfg.shown_url}, history in {ctx.cfg.table}")
+        ctx.out.note(
+            f"{url.database} does not exist yet: every migration is pending (rung up makes it)"
+        )
+        found = states(migrations, [])
+    output.status(
+        ctx.out, found, f"database {ctx.cfg.shown_url}, history in {ctx.cfg.table}", holder
+    )
     return 1 if ctx.args.exit_code and outstanding(found) else 0
 
 
 async def cmd_show(ctx: Context) -> int:
-    from rung.runner import status
+    from rung.api import status
 
     async with ctx.database(must_exist=True) as engine:
         states = await status(engine, ctx.migrations, table=ctx.cfg.table)
@@ -193,44 +227,98 @@ async def cmd_show(ctx: Context) -> int:
     return 0
 
 
-async def cmd_fresh(ctx: Context) -> int:
-    from rung.runner import upgrade
+async def cmd_unlock(ctx: Context) -> int:
+    from rung.api import unlock
 
-    ctx.confirm(f"drop every table in {ctx.cfg.shown_url}, then apply every migration")
+    async with ctx.database(must_exist=True) as engine:
+        cleared = await unlock(engine, table=ctx.cfg.table)
+    if ctx.out.as_json:
+        ctx.out.data({"cleared": output.holder_json(cleared)})
+    elif cleared is None:
+        ctx.out.note("the lock is free: nothing to clear")
+    else:
+        ctx.out.result(f"cleared the lock, which was {cleared.describe()}")
+    return 0
+
+
+async def cmd_fresh(ctx: Context) -> int:
+    from rung.api import fresh
+
+    c = ctx.cfg
+    ctx.confirm(f"drop every table in {c.shown_url}, then apply every migration")
     async with ctx.database() as engine:
-        dropped = await _drop_everything(engine)
+        dropped, done = await fresh(
+            engine,
+            ctx.migrations,
+            table=c.table,
+            lock_timeout=c.lock_timeout,
+            lock_lease=c.lock_lease,
+            per_migration=c.per_migration,
+        )
         ctx.out.note(f"dropped {', '.join(dropped) or 'nothing: the database was empty'}")
-        done = await upgrade(engine, ctx.migrations, **ctx.writes)
         return ctx.report(done, engine, "nothing to apply: no migrations are registered")
 
 
 async def cmd_refresh(ctx: Context) -> int:
-    from rung.runner import downgrade, upgrade
+    from rung.api import downgrade, upgrade
 
-    ctx.confirm(f"revert every migration in {ctx.cfg.shown_url}, then apply them all again")
+    c = ctx.cfg
+    ctx.confirm(f"revert every migration in {c.shown_url}, then apply them all again")
     async with ctx.database(must_exist=True) as engine:
-        reverted = await downgrade(engine, ctx.migrations, all=True, **ctx.writes)
+        reverted = await downgrade(
+            engine,
+            ctx.migrations,
+            all=True,
+            table=c.table,
+            lock_timeout=c.lock_timeout,
+            lock_lease=c.lock_lease,
+            per_migration=c.per_migration,
+        )
         if not ctx.out.as_json:
             ctx.report(reverted, engine, "nothing to revert")
-        done = await upgrade(engine, ctx.migrations, **ctx.writes)
+        done = await upgrade(
+            engine,
+            ctx.migrations,
+            table=c.table,
+            lock_timeout=c.lock_timeout,
+            lock_lease=c.lock_lease,
+            per_migration=c.per_migration,
+        )
         both = [*reverted, *done] if ctx.out.as_json else done  # JSON: one list, with directions
         return ctx.report(both, engine, "nothing to apply")
 
 
 async def cmd_reset(ctx: Context) -> int:
-    from rung.runner import downgrade
+    from rung.api import downgrade
 
-    ctx.confirm(f"revert every migration in {ctx.cfg.shown_url}")
+    c = ctx.cfg
+    ctx.confirm(f"revert every migration in {c.shown_url}")
     async with ctx.database(must_exist=True) as engine:
-        done = await downgrade(engine, ctx.migrations, all=True, **ctx.writes)
+        done = await downgrade(
+            engine,
+            ctx.migrations,
+            all=True,
+            table=c.table,
+            lock_timeout=c.lock_timeout,
+            lock_lease=c.lock_lease,
+            per_migration=c.per_migration,
+        )
         return ctx.report(done, engine, "nothing to revert")
 
 
 async def cmd_baseline(ctx: Context) -> int:
-    from rung.runner import baseline
+    from rung.api import baseline
 
+    c = ctx.cfg
     async with ctx.database() as engine:
-        names = await baseline(engine, ctx.migrations, to=ctx.args.to, **ctx.cfg.run_options)
+        names = await baseline(
+            engine,
+            ctx.migrations,
+            to=ctx.target(ctx.args.to),
+            table=c.table,
+            lock_timeout=c.lock_timeout,
+            lock_lease=c.lock_lease,
+        )
     if ctx.out.as_json:
         ctx.out.data({"recorded": names})
     for name in [] if ctx.out.as_json else names:
@@ -242,12 +330,20 @@ async def cmd_baseline(ctx: Context) -> int:
 
 
 async def cmd_repair(ctx: Context) -> int:
-    from rung.runner import repair
+    from rung.api import repair
 
-    a = ctx.args
+    a, c = ctx.args, ctx.cfg
     applied = True if a.applied else False if a.not_applied else None
     async with ctx.database(must_exist=True) as engine:
-        done = await repair(engine, ctx.migrations, a.name, applied=applied, **ctx.cfg.run_options)
+        done = await repair(
+            engine,
+            ctx.migrations,
+            a.name,
+            applied=applied,
+            table=c.table,
+            lock_timeout=c.lock_timeout,
+            lock_lease=c.lock_lease,
+        )
     if ctx.out.as_json:
         ctx.out.data(
             {"repairs": [{"name": r.name, "resolution": r.resolution.value} for r in done]}
@@ -283,7 +379,7 @@ def cmd_check(ctx: Context) -> int:
 
 
 async def cmd_verify(ctx: Context) -> int:
-    from rung.verifying import verify
+    from rung.api import verify
 
     ctx.out.events = bool(ctx.out.verbose)
     async with ctx.database() as engine:
@@ -291,7 +387,8 @@ async def cmd_verify(ctx: Context) -> int:
             engine,
             ctx.migrations,
             scratch_url=_scratch(ctx),
-            start_after=ctx.args.start_after,
+            start_after=ctx.target(ctx.args.start_after),
+            fail_fast=ctx.args.fail_fast,
             table=ctx.cfg.table,
         )
     if ctx.out.as_json:
@@ -311,7 +408,7 @@ async def cmd_verify(ctx: Context) -> int:
 
 
 async def cmd_drift(ctx: Context) -> int:
-    from rung.drifting import drift
+    from rung.api import drift
 
     ctx.out.events = bool(ctx.out.verbose)
     async with ctx.database(must_exist=True) as engine:
@@ -341,16 +438,21 @@ async def cmd_drift(ctx: Context) -> int:
 
 
 async def _dry_run(ctx: Context, direction: str) -> int:
-    from rung.dryrun import dry_run
-    from rung.plan import Direction, Request
+    from rung.api import dry_run
 
     a = ctx.args
     steps = 1 if direction == "down" and not (a.n or a.to or a.all) else a.n
-    request = Request(Direction(direction), steps, a.to, getattr(a, "out_of_order", False))
     ctx.out.events = bool(ctx.out.verbose)
     async with ctx.database(must_exist=True) as engine:
         done = await dry_run(
-            engine, ctx.migrations, request, table=ctx.cfg.table, scratch_url=_scratch(ctx)
+            engine,
+            ctx.migrations,
+            direction,
+            steps=steps,
+            to=ctx.target(a.to),
+            out_of_order=getattr(a, "out_of_order", False),
+            table=ctx.cfg.table,
+            scratch_url=_scratch(ctx),
         )
     output.dry_run(ctx.out, done, "apply" if direction == "up" else "revert")
     return 0
@@ -358,16 +460,16 @@ async def _dry_run(ctx: Context, direction: str) -> int:
 
 async def _drift_gate(ctx: Context, engine: AsyncEngine, *, strict: bool) -> None:
     """Before an upgrade: warn about drift since rung's last run, or refuse with --strict."""
+    from rung.connection import connect
+    from rung.dialects import dialect_named
     from rung.drifting import check_drift
     from rung.errors import NoSnapshot
     from rung.history import History
-    from rung.runner import connect
 
+    history = History(ctx.cfg.table, dialect_named(engine.dialect.name))
     try:
         async with connect(engine) as conn:
-            found = [
-                str(d) for d in await check_drift(conn, History(ctx.cfg.table), _excluded(ctx))
-            ]
+            found = [str(d) for d in await check_drift(conn, history, _excluded(ctx))]
     except NoSnapshot as exc:
         if strict:
             raise
@@ -385,28 +487,42 @@ async def _drift_gate(ctx: Context, engine: AsyncEngine, *, strict: bool) -> Non
 
 
 def _scratch(ctx: Context) -> str | None:
-    given = getattr(ctx.args, "scratch_url", None)
-    return configuration.normalize_url(given) if given else ctx.cfg.scratch_url
+    return getattr(ctx.args, "scratch_url", None) or ctx.cfg.scratch_url
 
 
 def _excluded(ctx: Context) -> tuple[str, ...]:
     return (*ctx.cfg.exclude, *(getattr(ctx.args, "exclude", None) or ()))
 
 
-async def _drop_everything(engine: AsyncEngine) -> list[str]:
-    """Drop everything in the default schema, rung's own tables included."""
-    from rung.dialects import dialect_named
+def _missing_file(url: sa.URL) -> bool:
+    """A file database that is not there yet (connecting would create it)."""
+    from rung.dialects import backend_named
 
-    async with engine.begin() as conn:
-        return await dialect_named(engine.dialect.name).drop_everything(conn)
+    backend = backend_named(url.get_backend_name())
+    path = Path(url.database or "")
+    return (
+        bool(backend and backend.file_based and url.database)
+        and not path.exists()
+        and (path.parent.is_dir())
+    )
 
 
 def _find(states: Sequence[MigrationState], name: str) -> MigrationState:
     """The state of migration ``name``; a unique part of a name will do."""
-    found = [s for s in states if s.name == name] or [s for s in states if name in s.name]
+    full = _find_name([s.name for s in states], name, "")
+    return next(s for s in states if s.name == full)
+
+
+def _find_name(names: Sequence[str], name: str, option: str) -> str:
+    """The one name in ``names`` that is ``name`` or has it as a part."""
+    found = [n for n in names if n == name] or [n for n in names if name in n]
     if len(found) == 1:
         return found[0]
+    given = f"{option} {name}" if option else repr(name)
     if not found:
-        raise UnknownTarget(f"no migration is named {name!r}; run 'rung status' for the names")
-    names = ", ".join(s.name for s in found[:3]) + (", ..." if len(found) > 3 else "")
-    raise UsageError(f"{name!r} is part of {len(found)} names ({names}); give more of it")
+        raise UnknownTarget(
+            f"{given} names no registered migration; run 'rung status' for the names",
+            names=[name],
+        )
+    shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+    raise UsageError(f"{given} is part of {len(found)} names ({shown}); give more of it")

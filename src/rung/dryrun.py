@@ -10,31 +10,34 @@ returns, statement by statement with parameters, is what the live run would exec
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from rung.connection import connect
 from rung.dialects import dialect_named
-from rung.history import DEFAULT_TABLE, History
+from rung.history import History
+from rung.migration import Migration
 from rung.plan import Request, plan
-from rung.registry import Registry, migrations_of
-from rung.runner import Executed, Options, connect, run
+from rung.runner import Executed, Settings, database_errors, run
 from rung.scratch import replay_history, scratch_database
 
 
 async def dry_run(
     engine: AsyncEngine,
-    migrator: Registry,
+    migrations: Sequence[Migration],
     request: Request,
     *,
-    table: str = DEFAULT_TABLE,
+    table: str,
     scratch_url: str | None = None,
 ) -> list[Executed]:
     """What ``request`` would execute on ``engine``'s database, migration by migration.
     Nothing to do: ``[]``, without creating a scratch database."""
-    migrations = migrations_of(migrator)
-    async with connect(engine) as conn:
-        records = await History(table).read(conn)
-        await conn.rollback()
     dialect = dialect_named(engine.dialect.name)
+    history = History(table, dialect)
+    async with connect(engine) as conn, database_errors(engine, history):
+        records = await history.read(conn)
+        await conn.rollback()
     planned = plan(
         migrations, records, request, transactional_ddl=dialect.transactional_ddl, locked=False
     )
@@ -42,5 +45,4 @@ async def dry_run(
         return []
     async with scratch_database(engine.url, scratch_url, purpose="dryrun") as scratch:
         await replay_history(scratch, migrations, records, table)
-        options = Options(table=table, out_of_order=request.out_of_order, store_snapshot=False)
-        return await run(scratch, migrations, request, options)
+        return await run(scratch, migrations, request, Settings(table=table))

@@ -3,11 +3,14 @@
     RungError                       exit 1 unless stated
     ├── UsageError                  exit 2: arguments that cannot work (-n 0, --to and --all)
     ├── ConfigError                 exit 2: bad URL, missing driver, migrator that does not import
-    │   ├── DatabaseUnreachable     exit 2: no connection within the timeout
+    │   ├── DatabaseUnreachable     exit 2: no connection (now, or within --wait)
+    │   ├── NotWritable             exit 2: a hot standby, a read-only server, Galera in RSU
     │   └── ScratchUnavailable      exit 2: no scratch database could be created for verify/drift
     ├── RegistryError               the registry itself is wrong (bad or duplicate names, ...)
     ├── HistoryError                the tracking table is not one rung can read or write
     ├── LockTimeout                 another run held the lock for longer than the timeout
+    ├── LockHeld                    'rung unlock' refused: the lock's holder is alive
+    ├── LockLost                    the run's lease ran out and another run took the lock
     ├── PlanRefused                 the history and the registry disagree; nothing ran
     │   ├── UnknownTarget           exit 2: --to names no registered migration
     │   ├── ChecksumMismatch        an applied migration's code changed
@@ -16,6 +19,7 @@
     │   ├── OutOfOrder              pending migrations older than applied ones
     │   └── Irreversible            a downgrade would cross a migration without down
     ├── MigrationFailed             a migration's own code raised; says what was kept
+    ├── ConnectionLost              the connection died while rung kept its books
     ├── SchemaError                 verify found a down that does not undo its up, or drift
     ├── NoSnapshot                  exit 2: drift has no stored snapshot to compare with
     └── ScaffoldError               init or new would overwrite a file, or lib.py is missing
@@ -50,6 +54,10 @@ class DatabaseUnreachable(ConfigError):
     pass
 
 
+class NotWritable(ConfigError):
+    pass
+
+
 class ScratchUnavailable(ConfigError):
     pass
 
@@ -68,6 +76,14 @@ class LockTimeout(RungError):
     def __init__(self, message: str, *, holder: str | None = None) -> None:
         super().__init__(message)
         self.holder = holder
+
+
+class LockHeld(LockTimeout):
+    pass
+
+
+class LockLost(RungError):
+    pass
 
 
 class PlanRefused(RungError):
@@ -101,7 +117,10 @@ class Irreversible(PlanRefused):
 
 
 class MigrationFailed(RungError):
-    """A migration raised. ``committed`` lists statements the database kept despite the failure."""
+    """A migration raised, or its connection was lost (``lost_connection``). ``committed``:
+    its statements the database kept despite the failure; ``rolled_back``: migrations that
+    ran before it in the same transaction and were undone with it; ``done``: migrations
+    this run committed before it."""
 
     def __init__(
         self,
@@ -111,12 +130,26 @@ class MigrationFailed(RungError):
         direction: str,
         cause: BaseException,
         committed: Sequence[str] = (),
+        rolled_back: Sequence[str] = (),
+        done: Sequence[str] = (),
+        lost_connection: bool = False,
     ) -> None:
         super().__init__(message)
         self.name = name
         self.direction = direction
         self.cause = cause
         self.committed = tuple(committed)
+        self.rolled_back = tuple(rolled_back)
+        self.done = tuple(done)
+        self.lost_connection = lost_connection
+
+    @property
+    def changed_schema(self) -> bool:
+        return bool(self.committed or self.done)
+
+
+class ConnectionLost(RungError):
+    pass
 
 
 class NoSnapshot(RungError):

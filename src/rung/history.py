@@ -1,43 +1,50 @@
-"""The tracking table, defined once as SQLAlchemy Core tables: no SQL strings per dialect.
+"""rung's own tables, defined once as SQLAlchemy Core tables: no SQL strings per backend.
 
-``<table>`` holds one row per applied (or failed, or interrupted) migration with its
-checksum, timing and journal. ``<table>_meta`` holds the table format version, so the
-layout can evolve, and the schema snapshot the last run left behind (for ``drift``).
-Reading never writes: on a database rung has never touched, the history is empty.
+``<table>`` holds one row per applied (or failed, or running) migration with its checksum,
+timing and journal. ``<table>_meta`` holds the table format version, so the layout can
+evolve, and the schema snapshot the last run left behind (for ``drift``). ``<table>_lock``
+holds the lease of the run migrating now (``rung.lock``). Reading never writes: on a
+database rung has never touched, the history is empty.
+
+Every write that must be atomic is one statement: a running migration becomes applied
+with one UPDATE, an applied one is reverted with one DELETE. Creating the tables tolerates
+a concurrent creator, and a first run killed between creating the tables and writing the
+format marker leaves tables the next run recognises as its own.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rung.dialects import mysql
-from rung.errors import HistoryError, UsageError
-from rung.plan import Record, Statement
+from rung.dialects.base import Dialect
+from rung.errors import HistoryError, NoSnapshot, SchemaError, UsageError
+from rung.migration import Statement
+from rung.plan import Record
+from rung.schema import Snapshot
 
 FORMAT_VERSION = 1
 DEFAULT_TABLE = "rung_migrations"
-MAX_SQL_CHARS = 20_000  # per journaled statement; a bulk INSERT is kept in part, and says so
-
-
-_LongText = sa.Text().with_variant(mysql.LONG_TEXT, "mysql", "mariadb")
-_Moment = sa.DateTime().with_variant(mysql.MICROSECONDS, "mysql", "mariadb")
+MAX_SQL_CHARS = 20_000  # per journaled statement; a bulk INSERT is kept in part
+SNAPSHOT_KEY = "snapshot"
+STALE_KEY = "snapshot_stale"  # why there is no snapshot: a repair changed what is applied
+LOCK_ROW = "lock"
 
 
 class History:
-    """The tracking table named ``table`` (quoted as needed) and its meta table."""
+    """The tracking table named ``table`` (quoted as needed), its meta and lock tables."""
 
-    def __init__(self, table: str = DEFAULT_TABLE) -> None:
+    def __init__(self, table: str, dialect: Dialect) -> None:
         if not table or len(table) > 58 or "\x00" in table or table != table.strip():
             raise UsageError(
                 f"tracking table name {table!r} must be 1 to 58 characters without NUL or "
                 "leading/trailing spaces; pass another --table"
             )
-        self.name = table
+        self.name, self.dialect = table, dialect
         metadata = sa.MetaData()
         self.table = sa.Table(
             table,
@@ -46,20 +53,29 @@ class History:
             sa.Column("checksum", sa.String(64), nullable=False),
             sa.Column("state", sa.String(16), nullable=False),
             sa.Column("direction", sa.String(4), nullable=False),
-            sa.Column("applied_at", _Moment, nullable=False),
+            sa.Column("applied_at", dialect.moment, nullable=False),
             sa.Column("duration_ms", sa.Float, nullable=False),
-            sa.Column("error", _LongText),
-            sa.Column("journal", _LongText),
+            sa.Column("error", dialect.long_text),
+            sa.Column("journal", dialect.long_text),
         )
         self.meta = sa.Table(
             f"{table}_meta",
             metadata,
             sa.Column("key", sa.String(64), primary_key=True),
-            sa.Column("value", _LongText, nullable=False),
+            sa.Column("value", dialect.long_text, nullable=False),
         )
-        self._select = sa.select(self.table)
+        self.lock = sa.Table(
+            f"{table}_lock",
+            metadata,
+            sa.Column("name", sa.String(16), primary_key=True),
+            sa.Column("holder", sa.String(255)),  # host, pid and a random part; NULL: free
+            sa.Column("acquired_at", sa.Double),  # the server's clock, in seconds since 1970
+            sa.Column("expires_at", sa.Double),
+        )
+        self.own_tables = (self.table.name, self.meta.name, self.lock.name)
+        self._row = self.table.c.name == sa.bindparam("row")
         self._insert = self.table.insert()  # built once: a long run records many rows
-        self._delete = self.table.delete().where(self.table.c.name == sa.bindparam("row"))
+        self._delete = self.table.delete().where(self._row)
         # What planning needs: the journals of applied migrations stay in the database (a
         # no-op upgrade over a long history would otherwise fetch and parse every one).
         unfinished = sa.case((self.table.c.state != "applied", self.table.c.journal))
@@ -67,10 +83,12 @@ class History:
             *(c for c in self.table.c if c.name != "journal"), unfinished.label("journal")
         )
 
+    # -- reading ------------------------------------------------------------------------------
+
     async def read(self, conn: AsyncConnection, *, journals: bool = True) -> list[Record]:
         """Every row, or [] where the table does not exist yet. Never writes. Without
         ``journals``, only failed and running rows carry their statements."""
-        query = self._select if journals else self._select_for_plan
+        query = sa.select(self.table) if journals else self._select_for_plan
         for attempt in range(2):  # the table may appear between a failed read and the check
             try:
                 rows = (await conn.execute(query)).all()
@@ -78,13 +96,15 @@ class History:
             except (ValueError, TypeError) as exc:  # a value SQLAlchemy cannot convert
                 raise self._unreadable(exc) from exc
             except sa.exc.DBAPIError as exc:
+                if _lost(exc):
+                    raise
                 await conn.rollback()
-                if not await conn.run_sync(lambda c: sa.inspect(c).has_table(self.name)):
+                if not await self._exists(conn, self.name):
                     return []
                 if attempt:
                     raise HistoryError(
                         f"table {self.name!r} exists but is not a rung history "
-                        f"({_first_line(exc)}); rename that table or give rung another one "
+                        f"({first_line(exc)}); rename that table or give rung another one "
                         "with --table"
                     ) from exc
         records = []
@@ -98,18 +118,49 @@ class History:
     def _unreadable(self, exc: Exception, name: str | None = None) -> HistoryError:
         row = f"the row of {name!r} in {self.name!r}" if name else f"a row of {self.name!r}"
         return HistoryError(
-            f"{row} cannot be read ({type(exc).__name__}: {_first_line(exc)}); it was changed "
+            f"{row} cannot be read ({type(exc).__name__}: {first_line(exc)}); it was changed "
             "by hand or by another tool: restore or delete that row"
         )
 
+    async def _exists(self, conn: AsyncConnection, name: str) -> bool:
+        return bool(await conn.run_sync(lambda c: sa.inspect(c).has_table(name)))
+
+    async def get_meta(self, conn: AsyncConnection, key: str) -> str | None:
+        """The value under ``key``; None when there is none, or no meta table at all."""
+        if not await self._exists(conn, self.meta.name):
+            return None
+        query = sa.select(self.meta.c.value).where(self.meta.c.key == key)
+        return (await conn.execute(query)).scalar_one_or_none()
+
+    # -- creating -----------------------------------------------------------------------------
+
+    async def ensure_lock_table(self, conn: AsyncConnection) -> None:
+        """Create the lock table unless it exists, in a transaction of its own, tolerating
+        another process creating it at the same moment. Asked first, so that a cluster
+        never replicates DDL on a table another node's transaction is using."""
+        if await self._exists(conn, self.lock.name):
+            await conn.rollback()
+            return
+        try:
+            await conn.run_sync(lambda c: self.lock.create(c, checkfirst=True))
+            await conn.commit()
+        except sa.exc.DBAPIError:
+            await conn.rollback()
+            if not await self._exists(conn, self.lock.name):
+                raise
+            await conn.rollback()
+
     async def ensure(self, conn: AsyncConnection) -> None:
-        """Create the tables on first write; refuse a format this rung does not know."""
-        exists = await conn.run_sync(lambda c: sa.inspect(c).has_table(self.name))
-        if not exists:
-            await conn.run_sync(self.table.metadata.create_all)
-            await conn.execute(self.meta.insert().values(key="format", value=str(FORMAT_VERSION)))
+        """Under the lock, in the run's transaction: create the history and meta tables on
+        the first write; refuse a table rung did not make, or a newer format."""
+        if not await self._exists(conn, self.name):
+            await conn.run_sync(lambda c: self.table.create(c))
+            await self._mark_format(conn)
             return
         found = await self.get_meta(conn, "format")
+        if found is None and await self._is_ours(conn):
+            await self._mark_format(conn)  # a first run died between the two steps
+            return
         if found is None or not found.isdigit():
             raise HistoryError(
                 f"table {self.name!r} has no rung format marker in {self.meta.name!r}; "
@@ -121,20 +172,24 @@ class History:
                 f"({FORMAT_VERSION}); upgrade rung"
             )
 
-    async def get_meta(self, conn: AsyncConnection, key: str) -> str | None:
-        try:
-            query = sa.select(self.meta.c.value).where(self.meta.c.key == key)
-            return (await conn.execute(query)).scalar_one_or_none()
-        except sa.exc.DBAPIError:
-            return None
+    async def _mark_format(self, conn: AsyncConnection) -> None:
+        await conn.run_sync(lambda c: self.meta.create(c, checkfirst=True))
+        await self.set_meta(conn, "format", str(FORMAT_VERSION))
+
+    async def _is_ours(self, conn: AsyncConnection) -> bool:
+        """Whether the history table has exactly rung's columns (the marker is missing)."""
+        columns = await conn.run_sync(lambda c: sa.inspect(c).get_columns(self.name))
+        return {c["name"] for c in columns} == set(self.table.c.keys())
+
+    # -- writing ------------------------------------------------------------------------------
 
     async def set_meta(self, conn: AsyncConnection, key: str, value: str | None) -> None:
-        """Store ``value`` under ``key``; None removes the key."""
+        """Store ``value`` under ``key`` (None removes it), in the caller's transaction."""
         await conn.execute(self.meta.delete().where(self.meta.c.key == key))
         if value is not None:
             await conn.execute(self.meta.insert().values(key=key, value=value))
 
-    async def write(
+    async def insert(
         self,
         conn: AsyncConnection,
         name: str,
@@ -143,60 +198,97 @@ class History:
         state: str,
         direction: str = "up",
         duration_ms: float = 0.0,
-        error: str | None = None,
         statements: Sequence[Statement] = (),
-        new: bool = False,
     ) -> None:
-        """Insert or replace the row of ``name``; ``new``: the caller knows there is none."""
-        if not new:
-            await self.remove(conn, name)
+        """A row for ``name``, which has none."""
         row = {
             "name": name,
             "checksum": checksum,
             "state": state,
             "direction": direction,
-            "applied_at": datetime.now(timezone.utc).replace(tzinfo=None),
+            "applied_at": now(),
             "duration_ms": round(duration_ms, 3),
-            "error": error,
-            "journal": _journal(statements),
+            "error": None,
+            "journal": journal_text(statements),
         }
         await conn.execute(self._insert, row)
 
-    async def mark(
-        self,
-        conn: AsyncConnection,
-        name: str,
-        checksum: str,
-        *,
-        state: str,
-        direction: str,
-        exists: bool | None = None,
-    ) -> None:
-        """Set the state of ``name``, keeping its timing and journal if it has a row
-        (``exists``: whether it has, when the caller knows)."""
-        row = self.table.c.name == name
-        if exists is None:
-            exists = bool(await conn.scalar(sa.select(sa.func.count()).where(row)))
-        if exists:
-            update = self.table.update().where(row)
-            await conn.execute(update.values(checksum=checksum, state=state, direction=direction))
-        else:
-            await self.write(conn, name, checksum, state=state, direction=direction)
-
-    async def accept(self, conn: AsyncConnection, name: str, checksum: str) -> None:
-        """Mark ``name`` applied with ``checksum``, keeping its timing and journal if recorded."""
-        await self.mark(conn, name, checksum, state="applied", direction="up")
-
-    def journal_update(self, name: str, statements: Sequence[Statement]) -> sa.Update:
-        """The statement that replaces the journal of ``name``'s row."""
-        journal = _journal(statements)
-        return self.table.update().where(self.table.c.name == name).values(journal=journal)
+    async def update(self, conn: AsyncConnection, name: str, **values: object) -> None:
+        """Change ``name``'s row in one statement (``statements`` becomes its journal)."""
+        if "statements" in values:
+            values["journal"] = journal_text(values.pop("statements"))  # type: ignore[arg-type]
+        if values.get("state") == "applied" and "applied_at" not in values:
+            values["applied_at"] = now()
+        if "duration_ms" in values:
+            values["duration_ms"] = round(float(values["duration_ms"]), 3)  # type: ignore[arg-type]
+        await conn.execute(self.table.update().where(self._row).values(**values), {"row": name})
 
     async def remove(self, conn: AsyncConnection, name: str) -> None:
         await conn.execute(self._delete, {"row": name})
 
+    def journal_update(self, name: str, statements: Sequence[Statement]) -> sa.Update:
+        """The statement that replaces the journal of ``name``'s row."""
+        journal = journal_text(statements)
+        return self.table.update().where(self.table.c.name == name).values(journal=journal)
 
-def _journal(statements: Sequence[Statement]) -> str | None:
+    # -- the schema snapshot, for drift ------------------------------------------------------
+
+    async def read_schema(
+        self, conn: AsyncConnection, exclude: Iterable[str] = (), *, own: bool = False
+    ) -> Snapshot:
+        """The schema ``conn`` sees, without rung's own tables (unless ``own``) and without
+        tables matching ``exclude`` (fnmatch patterns). Only reads."""
+        found: Snapshot = await conn.run_sync(self.dialect.read_schema)
+        return found.excluding(exclude, () if own else self.own_tables)
+
+    async def store_snapshot(self, conn: AsyncConnection) -> str | None:
+        """Store the schema ``conn`` sees as the baseline of ``drift``, in the caller's
+        transaction. A schema that cannot be read now removes the stored snapshot, which
+        no longer describes it, and returns why as a warning."""
+        try:
+            found = await self.read_schema(conn)
+        except SchemaError as exc:
+            await self.set_meta(conn, SNAPSHOT_KEY, None)
+            return (
+                f"{exc.message}; the stored snapshot is removed, so until the next run changes "
+                "the schema 'rung drift' needs --replay"
+            )
+        await self.set_meta(conn, SNAPSHOT_KEY, found.to_json())
+        await self.set_meta(conn, STALE_KEY, None)
+        return None
+
+    async def set_stale(self, conn: AsyncConnection, why: str) -> None:
+        """The stored snapshot no longer describes the history (``why``): remove it, and
+        keep why for ``drift`` to say."""
+        await self.set_meta(conn, SNAPSHOT_KEY, None)
+        await self.set_meta(conn, STALE_KEY, f"{why} at {now():%Y-%m-%d %H:%M:%S} UTC")
+
+    async def stored_snapshot(self, conn: AsyncConnection) -> Snapshot | None:
+        """The stored snapshot, None when there is none. Only reads."""
+        text = await self.get_meta(conn, SNAPSHOT_KEY)
+        if text is None:
+            stale = await self.get_meta(conn, STALE_KEY)
+            if stale is not None:
+                raise NoSnapshot(
+                    f"the stored schema snapshot was dropped because {stale}, so it no longer "
+                    "matched the history; run 'rung drift --replay' (the next upgrade or "
+                    "downgrade that changes something stores a new one)"
+                )
+            return None
+        try:
+            return Snapshot.from_json(text)
+        except ValueError as exc:
+            raise NoSnapshot(
+                f"the schema snapshot stored in {self.meta.name!r} cannot be read ({exc}); "
+                "run 'rung drift --replay', or run an upgrade to store a new one"
+            ) from exc
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def journal_text(statements: Sequence[Statement]) -> str | None:
     if not statements:
         return None
     return json.dumps(
@@ -228,6 +320,10 @@ def _record(row: sa.Row[tuple[object, ...]]) -> Record:
     )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", exc)) or type(exc).__name__
+def _lost(exc: sa.exc.DBAPIError) -> bool:
+    return bool(exc.connection_invalidated)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc) or type(exc).__name__
     return text.strip().splitlines()[0][:200]

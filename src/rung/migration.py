@@ -61,6 +61,15 @@ class Migration:
         return checksum_of(self.up, self.down)
 
 
+@dataclass(frozen=True)
+class Statement:
+    """One SQL statement a migration executed, as the journal keeps it."""
+
+    sql: str
+    params: object  # a JSON value: the driver's parameters, None when there were none
+    duration_ms: float
+
+
 def checksum_of(up: Callable[..., Any], down: Callable[..., Any] | None) -> str:
     """Checksum of the module defining ``up`` (its whole syntax tree), else of the functions."""
     module = sys.modules.get(getattr(up, "__module__", "") or "")

@@ -17,10 +17,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
-from rung.config import mask
+from rung.passwords import mask
 
 if TYPE_CHECKING:
-    from rung.plan import MigrationState, Statement
+    from rung.lock import Holder
+    from rung.migration import Statement
+    from rung.plan import MigrationState
     from rung.runner import Executed
     from rung.verifying import VerifyReport
 
@@ -247,11 +249,34 @@ def dry_run(out: Output, done: Sequence[Executed], verb: str) -> None:
     out.note(f"dry run: {count(len(done), 'migration')} to {verb}; the database was not changed")
 
 
-def status(out: Output, states: Sequence[MigrationState], where: str) -> None:
+def holder_json(holder: Holder | None) -> dict[str, Any] | None:
+    if holder is None:
+        return None
+    return {
+        "holder": holder.holder,
+        "host": holder.host,
+        "pid": holder.pid,
+        "acquired_at": holder.acquired_at.isoformat(),
+        "expires_at": holder.expires_at.isoformat(),
+        "expired": holder.expired,
+    }
+
+
+def status(
+    out: Output, states: Sequence[MigrationState], where: str, holder: Holder | None = None
+) -> None:
     if out.as_json:
-        out.data({"migrations": [state_json(s) for s in states], "counts": counts(states)})
+        out.data(
+            {
+                "migrations": [state_json(s) for s in states],
+                "counts": counts(states),
+                "lock": holder_json(holder),
+            }
+        )
         return
     out.note(where)
+    if holder is not None:
+        out.result(f"lock: {holder.describe()}", "yellow")
     if not states:
         out.note("no migrations registered yet: create one with 'rung new NAME'")
         return

@@ -21,7 +21,7 @@ from rung.errors import (
     UnknownTarget,
     UsageError,
 )
-from rung.migration import Migration
+from rung.migration import Migration, Statement
 
 
 class Direction(str, enum.Enum):
@@ -36,15 +36,6 @@ class State(str, enum.Enum):
     FAILED = "failed"  # failed part-way where the database could not roll back
     RUNNING = "running"  # started where the database cannot roll back, never finished
     UNKNOWN = "unknown"  # in the history, not in the registry
-
-
-@dataclass(frozen=True)
-class Statement:
-    """One SQL statement a migration executed, as the journal keeps it."""
-
-    sql: str
-    params: str | None
-    duration_ms: float
 
 
 @dataclass(frozen=True)
@@ -254,8 +245,8 @@ def _to_reverse(
     if irreversible:
         raise Irreversible(
             f"migration {irreversible[0]} has no down, so this downgrade would cross an "
-            f"irreversible step{_more(irreversible)}; downgrade to a later migration "
-            f"(--to {irreversible[0]}) or write its down",
+            f"irreversible step{_more(irreversible)}; write its down, or, for a database you "
+            "can throw away, start over with 'rung fresh'",
             names=irreversible,
         )
     return chosen
@@ -385,6 +376,42 @@ def plan_repair(
         if m is not None and m.checksum != r.checksum:
             repairs.append(Repair(r.name, Resolution.ACCEPT_CHECKSUM, m.checksum))
     return repairs
+
+
+def plan_replay(
+    migrations: Sequence[Migration], history: Sequence[Record]
+) -> tuple[list[Migration], tuple[str, ...]]:
+    """What a replay of ``history`` on an empty database applies (the migrations recorded
+    as applied, in registry order), with warnings; refuses a history that cannot be
+    replayed: a failed migration, or unknown ones among the registered."""
+    failed = sorted(r.name for r in history if r.state != "applied")
+    if failed:
+        raise NeedsRepair(
+            f"migration {failed[0]} failed part-way on this database, so its schema cannot be "
+            f"replayed; inspect it and run 'rung repair {failed[0]} --applied' or '--not-applied'",
+            names=failed,
+        )
+    interleaved, future = unknown_entries(migrations, history)
+    if interleaved:
+        raise UnknownApplied(
+            f"migration {interleaved[0]} is recorded as applied but is not in the registry, "
+            "so it cannot be replayed; run with the release that has it",
+            names=interleaved,
+        )
+    warnings = []
+    if future:  # a newer release's: upgrade warns and goes on, and so does a replay
+        warnings.append(
+            f"{len(future)} applied migration(s) newer than this registry ({future[-1]}) "
+            "cannot be replayed; the scratch database lacks what they made"
+        )
+    recorded = {r.name: r.checksum for r in history}
+    chosen = [m for m in migrations if m.name in recorded]
+    warnings.extend(
+        f"migration {m.name} changed since it was applied; replaying its code"
+        for m in chosen
+        if m.checksum != recorded[m.name]
+    )
+    return chosen, tuple(warnings)
 
 
 def plan_baseline(

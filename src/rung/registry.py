@@ -13,15 +13,23 @@ import itertools
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from rung.errors import ConfigError, RegistryError
 from rung.migration import NAME_FORMAT, NAME_PATTERN, Migration, prime_checksums
 
-Registry = Any  # an object with migrations(), or a sequence of Migration
+
+class Registry(Protocol):
+    """What ``rung.upgrade`` and the others take: an object (or class) whose
+    ``migrations()`` returns every migration in order of application."""
+
+    def migrations(self) -> Sequence[Migration]: ...
 
 
-def load_migrator(spec: str) -> Any:
+Migrations = Registry | Sequence[Migration]  # a registry, or its migrations as they are
+
+
+def load_migrator(spec: str) -> object:
     """Import ``"package.module:Attribute"`` and return the attribute."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
@@ -64,7 +72,7 @@ class Validated(tuple[Migration, ...]):
     validation costs a tenth of a second)."""
 
 
-def migrations_of(registry: Registry) -> tuple[Migration, ...]:
+def migrations_of(registry: Migrations) -> tuple[Migration, ...]:
     """The registry's migrations in order, validated; ``RegistryError`` lists all problems."""
     if isinstance(registry, Validated):
         return registry
@@ -77,7 +85,7 @@ def migrations_of(registry: Registry) -> tuple[Migration, ...]:
     return Validated(migrations)
 
 
-def collect(registry: Registry) -> tuple[Migration, ...]:
+def collect(registry: object) -> tuple[Migration, ...]:
     """The registry's entries in order, not yet validated (``rung check`` reports on them)."""
     method = getattr(registry, "migrations", None)
     if callable(method):

@@ -1,52 +1,51 @@
-"""Executing plans: the connection, the lock, transactions, the journal, timing and logging.
+"""Executing a plan: the lock, transactions, history records, timing and logging.
 
-A run reads the history without a lock; when the planner finds nothing to do it returns
-at once (what every app start pays: one query). Otherwise it takes the lock, and reads
-the history again inside each batch's transaction before running it, so that of many
-replicas starting together exactly one applies each migration.
+``run`` reads the history without the lock; when the planner finds nothing to do it returns
+at once (what every app start pays: one query). Otherwise it checks that the server can be
+written, takes the lease (``rung.lock``), and plans again before each batch, inside that
+batch's transaction, so that of many replicas starting together exactly one applies each
+migration. A migration the database cannot roll back is marked ``running`` first and its
+record finished in one statement, so a kill at any instant leaves a record that says what
+happened. The runner knows no safety net: the API hands it an ``epilogue`` to run under
+the lock after a run that changed the schema.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import textwrap
 import time
-import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from rung.dialects import Dialect, dialect_named, lock_id
-from rung.errors import DatabaseUnreachable, HistoryError, MigrationFailed, RungError, UsageError
+from rung.connection import connect, shown
+from rung.dialects import dialect_named
+from rung.dialects.base import Dialect
+from rung.errors import ConfigError, ConnectionLost, HistoryError, MigrationFailed, NotWritable
+from rung.failures import Failed, failure, in_flight_kept, is_lost, one_line
 from rung.history import DEFAULT_TABLE, History
-from rung.migration import Migration
-from rung.plan import (
-    Batch,
-    Direction,
-    MigrationState,
-    Plan,
-    Record,
-    Repair,
-    Request,
-    Resolution,
-    Statement,
-    plan,
-    plan_baseline,
-    plan_repair,
-    states,
-)
-from rung.registry import Registry, migrations_of
+from rung.journal import Journal
+from rung.lock import DEFAULT_LEASE, Lease
+from rung.migration import Migration, Statement
+from rung.plan import Batch, Direction, Plan, Record, Request, plan
 
 logger = logging.getLogger("rung")
 
 DEFAULT_LOCK_TIMEOUT = 60.0
-MAX_PARAMS_CHARS = 2_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a run writes: its tracking table, and how long it waits for and holds the lock."""
+
+    table: str = DEFAULT_TABLE
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    lock_lease: float = DEFAULT_LEASE
+    per_migration: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,170 +58,115 @@ class Executed:
     statements: tuple[Statement, ...]
 
 
-@dataclass(frozen=True)
-class Options:
-    table: str = DEFAULT_TABLE
-    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
-    per_migration: bool = False
-    out_of_order: bool = False
-    store_snapshot: bool = True  # for drift; runs on a scratch database need none
+Epilogue = Callable[[AsyncConnection, History], Awaitable[None]]
 
 
-class Journal:
-    """Records the statements a migration executes on one connection: attached once per
-    connection (adding and removing SQLAlchemy listeners for every migration cost more than
-    a small migration's SQL), recording only inside ``recording()``."""
+class Books:
+    """A connection holding the lock, for writes to rung's own tables."""
 
-    _attached: ClassVar[weakref.WeakKeyDictionary[sa.Connection, Journal]] = (
-        weakref.WeakKeyDictionary()
-    )
+    def __init__(self, conn: AsyncConnection, history: History, lease: Lease) -> None:
+        self.conn, self.history, self.lease = conn, history, lease
 
-    @classmethod
-    def of(cls, conn: AsyncConnection) -> Journal:
-        sync = conn.sync_connection
-        assert sync is not None
-        journal = cls._attached.get(sync)
-        if journal is None:
-            journal = cls._attached[sync] = cls()
-            event.listen(sync, "before_cursor_execute", journal._before)
-            event.listen(sync, "after_cursor_execute", journal._after)
-        return journal
-
-    def __init__(self) -> None:
-        self.statements: list[Statement] = []
-        self.pending: str | None = None  # the statement being executed, until it completes
-        self._started = 0.0
-        self._on_statement: Callable[[list[Statement]], None] | None = None
-        self._active = False
-
-    @contextmanager
-    def recording(
-        self, on_statement: Callable[[list[Statement]], None] | None = None
-    ) -> Iterator[Journal]:
-        """Record from now on, afresh. ``on_statement`` is told what has completed when the
-        next statement starts: a running migration's record is then exact while that
-        statement runs, and a migration's last statement costs no update (its final record
-        holds everything)."""
-        self.statements, self.pending, self._on_statement = [], None, on_statement
-        self._active = True
+    @asynccontextmanager
+    async def writing(self, conn: AsyncConnection | None = None) -> AsyncIterator[None]:
+        """A write transaction on ``conn`` (the run's, by default): the lease is checked and
+        renewed just before it commits, and a rollback that fails too (the server ended
+        the connection) never hides the error that came first."""
+        conn = conn or self.conn
+        transaction = await conn.begin()
         try:
-            yield self
-        finally:
-            self._active = False
-
-    def _before(self, conn: Any, cursor: Any, sql: str, *rest: Any) -> None:
-        if self._active:
-            if self._on_statement is not None and self.statements:
-                self._on_statement(self.statements)
-            self.pending = sql
-            self._started = time.perf_counter()
-
-    def _after(self, conn: Any, cursor: Any, sql: str, params: Any, *rest: Any) -> None:
-        if not self._active:
-            return
-        self.pending = None
-        elapsed = (time.perf_counter() - self._started) * 1000
-        shown = repr(params)[:MAX_PARAMS_CHARS] if params else None
-        self.statements.append(Statement(textwrap.dedent(sql).strip(), shown, round(elapsed, 3)))
-
-
-def masked(url: sa.URL) -> str:
-    return url.render_as_string(hide_password=True)
+            await self.history.dialect.begin(conn)
+            yield
+            await self.lease.fence(conn)
+        except BaseException:
+            try:
+                await transaction.rollback()
+            except Exception as exc:
+                logger.debug("rollback failed after the error below (%s)", one_line(exc))
+            raise
+        await transaction.commit()
 
 
 @asynccontextmanager
-async def connect(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    try:
-        conn = await engine.connect()
-    except (sa.exc.DBAPIError, OSError) as exc:
-        raise DatabaseUnreachable(
-            f"cannot connect to {masked(engine.url)} ({_one_line(exc)}); "
-            "check the URL and that the server is running"
-        ) from None
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
-@asynccontextmanager
-async def _locked(conn: AsyncConnection, dialect: Dialect, options: Options) -> AsyncIterator[None]:
-    key = lock_id(conn.engine.url, options.table)
-    await dialect.lock(conn, key, options.lock_timeout)
-    try:
-        yield
-    finally:
-        try:
-            await dialect.unlock(conn, key)
-        except Exception as exc:  # never hide the error that came first
-            logger.warning(
-                "could not release rung's lock (%s); closing the connection frees it", exc
-            )
-
-
-@asynccontextmanager
-async def _writing(conn: AsyncConnection, dialect: Dialect) -> AsyncIterator[None]:
-    """A write transaction: committed at the end, rolled back on an error. A rollback that
-    fails too (the server ended the connection) never hides the error that came first."""
-    transaction = await conn.begin()
-    try:
-        await dialect.begin(conn)
-        yield
-    except BaseException:
-        try:
-            await transaction.rollback()
-        except Exception as exc:
-            logger.debug("rollback failed after the error below (%s)", _one_line(exc))
-        raise
-    await transaction.commit()
-
-
-@asynccontextmanager
-async def _bookkeeping(
-    engine: AsyncEngine, history: History, lock_timeout: float
-) -> AsyncIterator[AsyncConnection]:
-    """A connection holding the lock, in a write transaction, with the history table there."""
+async def locked(
+    engine: AsyncEngine, conn: AsyncConnection, settings: Settings
+) -> AsyncIterator[Books]:
+    """Under the lock, on ``conn``: the server checked first (it can be written), the run's
+    session settings, database errors of rung's own bookkeeping named as such."""
     dialect = dialect_named(engine.dialect.name)
-    options = Options(history.name, lock_timeout)
-    async with (
-        connect(engine) as conn,
-        _locked(conn, dialect, options),
-        _bookkeeping_errors(history),
-        _writing(conn, dialect),
-    ):
-        await history.ensure(conn)
-        yield conn
+    history = History(settings.table, dialect)
+    async with database_errors(engine, history):
+        server = await dialect.server(conn)
+        if server.refusal:
+            raise NotWritable(f"cannot migrate {shown(engine)}: {server.refusal}")
+        async with (
+            dialect.session(conn, server, settings.lock_timeout),
+            Lease(
+                engine, history, timeout=settings.lock_timeout, lease=settings.lock_lease
+            ) as lease,
+        ):
+            yield Books(conn, history, lease)
 
 
 @asynccontextmanager
-async def _bookkeeping_errors(history: History) -> AsyncIterator[None]:
-    """Database errors outside a migration's own code happen while rung keeps its books."""
+async def bookkeeping(engine: AsyncEngine, settings: Settings) -> AsyncIterator[Books]:
+    """For ``repair`` and ``baseline``: a connection under the lock, the tables there."""
+    async with connect(engine) as conn, locked(engine, conn, settings) as books:
+        async with books.writing():
+            await books.history.ensure(conn)
+        yield books
+
+
+@asynccontextmanager
+async def database_errors(engine: AsyncEngine, history: History) -> AsyncIterator[None]:
+    """Database errors outside a migration's own code, each named for what it is."""
     try:
         yield
     except sa.exc.DBAPIError as exc:
+        dialect = history.dialect
+        if dialect.pooler_error(exc):
+            raise pooler_error(engine, exc) from exc
+        if is_lost(exc):
+            raise ConnectionLost(
+                f"the connection to {shown(engine)} was lost ({one_line(exc)}); check the "
+                "server, then 'rung status' shows what was applied"
+            ) from exc
         raise HistoryError(
-            f"could not read or write the history table {history.name!r} ({_one_line(exc)}); "
+            f"could not read or write the history table {history.name!r} ({one_line(exc)}); "
             "check that this account may write there, then 'rung status' to see the state"
         ) from exc
 
 
+def pooler_error(engine: AsyncEngine, exc: BaseException) -> ConfigError:
+    return ConfigError(
+        f"{shown(engine)} is behind a transaction pooler (PgBouncer), which breaks named "
+        f"prepared statements ({one_line(exc)}); add ?pgbouncer=true to the URL, or set "
+        'pooler = "transaction" in [tool.rung] (in Python: rung.create_engine(url, '
+        "pooler=True))"
+    )
+
+
 async def run(
-    engine: AsyncEngine, registry: Registry, request: Request, options: Options
+    engine: AsyncEngine,
+    migrations: Sequence[Migration],
+    request: Request,
+    settings: Settings,
+    epilogue: Epilogue | None = None,
 ) -> list[Executed]:
     """Apply or revert what ``request`` asks for; return what ran, in order."""
-    migrations = migrations_of(registry)
-    history = History(options.table)
     dialect = dialect_named(engine.dialect.name)
+    history = History(settings.table, dialect)
     async with connect(engine) as conn:
-        records = await history.read(conn, journals=False)
-        await conn.rollback()
-        first = _plan(migrations, records, request, dialect, options, locked=False)
+        async with database_errors(engine, history):
+            records = await history.read(conn, journals=False)
+            await conn.rollback()
+        first = _plan(migrations, records, request, dialect, settings, locked=False)
         for warning in first.warnings:
             logger.warning(warning)
         if not first.batches:
             return []
-        async with _locked(conn, dialect, options), _bookkeeping_errors(history):
-            return await _Run(conn, dialect, history, migrations, request, options).batches()
+        async with locked(engine, conn, settings) as books:
+            return await _Run(books, migrations, request, settings).batches(epilogue)
 
 
 def _plan(
@@ -230,7 +174,7 @@ def _plan(
     records: Sequence[Record],
     request: Request,
     dialect: Dialect,
-    options: Options,
+    settings: Settings,
     *,
     locked: bool = True,
 ) -> Plan:
@@ -239,7 +183,7 @@ def _plan(
         records,
         request,
         transactional_ddl=dialect.transactional_ddl,
-        per_migration=options.per_migration,
+        per_migration=settings.per_migration,
         locked=locked,
     )
 
@@ -249,47 +193,38 @@ class _Run:
     holds the lock, re-reading the history before each, and remembers what it did."""
 
     def __init__(
-        self,
-        conn: AsyncConnection,
-        dialect: Dialect,
-        history: History,
-        migrations: Sequence[Migration],
-        request: Request,
-        options: Options,
+        self, books: Books, migrations: Sequence[Migration], request: Request, settings: Settings
     ) -> None:
-        self.conn, self.dialect, self.history = conn, dialect, history
-        self.migrations, self.request, self.options = migrations, request, options
+        self.books, self.conn, self.history = books, books.conn, books.history
+        self.dialect = books.history.dialect
+        self.migrations, self.request, self.settings = migrations, request, settings
         self.done: list[Executed] = []
         self._side: AsyncConnection | None = None  # journals non-atomic migrations as they go
         self._ensured = False
 
-    async def batches(self) -> list[Executed]:
-        """Run every batch; return what ran, in order."""
+    async def batches(self, epilogue: Epilogue | None) -> list[Executed]:
+        """Run every batch, then the epilogue if the schema changed; return what ran."""
         try:
             while await self._next_batch():
                 pass
         except BaseException as exc:
             # A failed run may still have changed the schema: migrations committed before
             # the failure, or statements a database without transactional DDL kept.
-            kept = isinstance(exc, MigrationFailed) and bool(exc.committed)
-            if (self.done or kept) and not self.conn.invalidated:
+            changed = isinstance(exc, MigrationFailed) and exc.changed_schema
+            if epilogue and changed and not self.conn.invalidated:
                 try:
-                    await self._store_snapshot()
+                    async with self.books.writing():
+                        await epilogue(self.conn, self.history)
                 except Exception as late:  # never hide the error that came first
-                    logger.warning("could not store the schema snapshot (%s)", _one_line(late))
+                    logger.warning("after the failure: %s", one_line(late))
             raise
         finally:
             if self._side is not None:
                 await self._side.close()
-        if self.done:
-            await self._store_snapshot()
+        if epilogue and self.done:
+            async with self.books.writing():
+                await epilogue(self.conn, self.history)
         return self.done
-
-    async def _store_snapshot(self) -> None:
-        """What 'rung drift' compares the live schema with."""
-        if self.options.store_snapshot:
-            async with _writing(self.conn, self.dialect):
-                await store_snapshot(self.conn, self.history)
 
     async def _next_batch(self) -> bool:
         """Plan and run the next batch; False when there is none left."""
@@ -300,48 +235,50 @@ class _Run:
         committed = len(self.done)  # a failure rolls back this batch's migrations, not those
         conn, history = self.conn, self.history
         try:
-            async with _writing(conn, self.dialect):
+            async with self.books.writing():
                 if not self._ensured:  # once a run: the run holds the lock
                     await history.ensure(conn)
                     self._ensured = True
                 records = await history.read(conn, journals=False)
                 request = dataclasses.replace(self.request, steps=remaining)
-                planned = _plan(self.migrations, records, request, self.dialect, self.options)
+                planned = _plan(self.migrations, records, request, self.dialect, self.settings)
                 if not planned.batches:
                     return False
                 batch = planned.batches[0]
                 if batch.atomic:
                     for m in batch.migrations:
-                        self.done.append(
-                            await _execute(conn, history, m, batch.direction, new=True)
-                        )
+                        self.done.append(await self._execute(m, batch.direction, exists=False))
                     return True
-                # Not atomic: leave a mark first, so an interrupted run is never mistaken
-                # for one that did not start.
+                # Not atomic: leave a mark first, so that an interrupted run is never
+                # mistaken for one that did not start.
                 m = batch.migrations[0]
-                await history.mark(
-                    conn,
-                    m.name,
-                    m.checksum,
-                    state="running",
-                    direction=batch.direction.value,
-                    exists=any(r.name == m.name for r in records),
-                )
-        except _Failed as failed:
-            del self.done[committed:]  # rolled back with their batch
-            raise _failure(failed, rolled_back=True, done=self.done) from failed.cause
+                exists = any(r.name == m.name for r in records)
+                await self._mark(m, batch.direction, exists=exists)
+        except Failed as failed:
+            rolled_back = [e.name for e in self.done[committed:]]
+            del self.done[committed:]
+            raise failure(failed, self.dialect, rolled_back=rolled_back, done=self.done) from (
+                failed.cause
+            )
         self.done.append(await self._alone(batch))
         return True
 
+    async def _mark(self, m: Migration, direction: Direction, *, exists: bool) -> None:
+        if exists:
+            await self.history.update(
+                self.conn, m.name, checksum=m.checksum, state="running", direction=direction.value
+            )
+        else:
+            await self.history.insert(
+                self.conn, m.name, m.checksum, state="running", direction=direction.value
+            )
+
     async def _alone(self, batch: Batch) -> Executed:
-        """A migration the database cannot roll back: in its own transaction, or in none."""
+        """A migration the database cannot roll back: in its own transaction, or in none.
+        Its running mark becomes its record in one statement, whatever happens."""
         conn, dialect, history = self.conn, self.dialect, self.history
-        migration = batch.migrations[0]
-        if self._side is None:
-            self._side = await conn.engine.connect()
-            await self._side.execution_options(isolation_level="AUTOCOMMIT")
-        side = self._side.sync_connection
-        assert side is not None and conn.sync_connection is not None
+        migration, direction = batch.migrations[0], batch.direction
+        side = await self._side_connection()
         progress = [0]
 
         def journal_kept(statements: list[Statement]) -> None:
@@ -352,286 +289,177 @@ class _Run:
                 progress[0] = len(kept)
                 side.execute(history.journal_update(migration.name, kept))
 
+        before = frozenset() if batch.in_transaction else await dialect.half_made(conn)
         try:
             if batch.in_transaction:
-                async with _writing(conn, dialect):
-                    return await _execute(conn, history, migration, batch.direction, journal_kept)
-            previous = conn.sync_connection.get_execution_options().get("isolation_level")
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            try:
-                # History writes go through the same autocommit connection: one statement each.
-                return await _execute(conn, history, migration, batch.direction, journal_kept)
-            finally:
-                await conn.commit()  # ends SQLAlchemy's logical transaction
-                await conn.execution_options(
-                    isolation_level=previous or conn.default_isolation_level
-                )
-        except _Failed as failed:
+                async with self.books.writing():
+                    done = await self._execute(migration, direction, journal_kept, exists=True)
+                return done
+            async with _autocommit(conn):
+                done = await self._execute(migration, direction, journal_kept, record=False)
+            async with self.books.writing():
+                await self._record(migration, direction, done, exists=True)
+            return done
+        except Failed as failed:
             kept = dialect.kept_after_failure(
                 failed.statements, batch.in_transaction, failed.failing
             )
+            if in_flight_kept(dialect, failed, batch.in_transaction):
+                note = "-- in flight when the connection was lost: it may have gone through"
+                kept = [*kept, Statement(f"{failed.failing}\n{note}", None, 0.0)]
+            left = await self._clear_half_made(failed, before) if not batch.in_transaction else []
+            if left:
+                kept = [*kept, Statement(failed.failing or "?", None, 0.0)]
             try:
-                await _record_failure(conn, dialect, history, failed, kept)
+                await self._record_failure(failed, kept)
             except Exception as exc:
                 logger.error(
                     "could not record the failure of %s (%s); it stays marked as running",
                     migration.name,
-                    _one_line(exc),
+                    one_line(exc),
                 )
-            raise _failure(failed, rolled_back=False, done=self.done, kept=kept) from failed.cause
+            raise failure(failed, dialect, done=self.done, kept=kept, half_made=left) from (
+                failed.cause
+            )
 
+    async def _side_connection(self) -> sa.Connection:
+        if self._side is None:
+            self._side = await self.conn.engine.connect()
+            await self._side.execution_options(isolation_level="AUTOCOMMIT")
+        side = self._side.sync_connection
+        assert side is not None
+        return side
 
-class _Failed(Exception):
-    def __init__(
+    async def _clear_half_made(self, failed: Failed, before: frozenset[str]) -> list[str]:
+        """After a failed statement outside a transaction: drop what it left half-made when
+        it is certainly its own (new since the migration started, and named by the failing
+        statement); return what is left in the way, by name."""
+        try:
+            async with connect(self.conn.engine) as conn:
+                new = await self.dialect.half_made(conn) - before
+                left = []
+                for name in sorted(new):
+                    if failed.failing and name in failed.failing:
+                        await conn.execution_options(isolation_level="AUTOCOMMIT")
+                        await self.dialect.drop_half_made(conn, name)
+                        logger.warning(
+                            "dropped %s, which the failed statement left half-made", name
+                        )
+                    else:
+                        left.append(name)
+                return left
+        except Exception as exc:
+            logger.warning("could not look for what the failure left half-made (%s)", one_line(exc))
+            return []
+
+    async def _execute(
         self,
         migration: Migration,
         direction: Direction,
-        cause: BaseException,
-        statements: list[Statement],
-        duration_ms: float,
-        failing: str | None = None,
-    ) -> None:
-        super().__init__(migration.name)
-        self.migration = migration
-        self.direction = direction
-        self.cause = cause
-        self.statements = statements  # those that completed
-        self.duration_ms = duration_ms
-        self.failing = failing  # the statement the database refused, if that was the failure
-
-
-async def _execute(
-    conn: AsyncConnection,
-    history: History,
-    migration: Migration,
-    direction: Direction,
-    on_statement: Callable[[list[Statement]], None] | None = None,
-    *,
-    new: bool = False,
-) -> Executed:
-    """Run one migration's code on ``conn`` and record the result, in the current transaction.
-    ``new``: the history has no row of it yet (no running mark), so recording is an insert."""
-    verb = "applying" if direction is Direction.UP else "reverting"
-    logger.info(
-        "%s %s",
-        verb,
-        migration.name,
-        extra={
-            "rung_event": "start",
-            "rung_name": migration.name,
-            "rung_direction": direction.value,
-        },
-    )
-    fn = migration.up if direction is Direction.UP else migration.down
-    assert fn is not None  # the planner refuses irreversible downgrades
-    started = time.perf_counter()
-    with Journal.of(conn).recording(on_statement) as journal:
-        try:
-            await fn(conn)
-        except Exception as exc:
-            elapsed = (time.perf_counter() - started) * 1000
-            failing = journal.pending if isinstance(exc, sa.exc.DBAPIError) else None
-            raise _Failed(migration, direction, exc, journal.statements, elapsed, failing) from exc
-    elapsed = (time.perf_counter() - started) * 1000
-    if direction is Direction.UP:
-        await history.write(
-            conn,
+        on_statement: Callable[[list[Statement]], None] | None = None,
+        *,
+        exists: bool = False,
+        record: bool = True,
+    ) -> Executed:
+        """Run one migration's code on the run's connection and (with ``record``) record the
+        result in the current transaction; ``exists``: it has a row (its running mark)."""
+        conn = self.conn
+        verb = "applying" if direction is Direction.UP else "reverting"
+        event = {"rung_name": migration.name, "rung_direction": direction.value}
+        logger.info("%s %s", verb, migration.name, extra={"rung_event": "start", **event})
+        fn = migration.up if direction is Direction.UP else migration.down
+        assert fn is not None  # the planner refuses irreversible downgrades
+        started = time.perf_counter()
+        with Journal.of(conn).recording(on_statement) as journal:
+            try:
+                await fn(conn)
+            except Exception as exc:
+                elapsed = (time.perf_counter() - started) * 1000
+                failing = journal.pending if isinstance(exc, sa.exc.DBAPIError) else None
+                raise Failed(
+                    migration, direction, exc, journal.statements, elapsed, failing
+                ) from exc
+        elapsed = (time.perf_counter() - started) * 1000
+        done = Executed(migration.name, direction, round(elapsed, 3), tuple(journal.statements))
+        if record:
+            await self._record(migration, direction, done, exists=exists)
+        logger.info(
+            "%s %s ok (%.0f ms)",
+            verb,
             migration.name,
-            migration.checksum,
-            state="applied",
-            duration_ms=elapsed,
-            statements=journal.statements,
-            new=new,
+            elapsed,
+            extra={"rung_event": "done", "rung_ms": elapsed, **event},
         )
-    else:
-        await history.remove(conn, migration.name)
-    logger.info(
-        "%s %s ok (%.0f ms)",
-        verb,
-        migration.name,
-        elapsed,
-        extra={
-            "rung_event": "done",
-            "rung_name": migration.name,
-            "rung_direction": direction.value,
-            "rung_ms": elapsed,
-        },
-    )
-    return Executed(migration.name, direction, round(elapsed, 3), tuple(journal.statements))
+        return done
+
+    async def _record(
+        self, migration: Migration, direction: Direction, done: Executed, *, exists: bool
+    ) -> None:
+        """One statement: applied (a new row, or the running mark updated), or reverted."""
+        conn, history = self.conn, self.history
+        if direction is Direction.DOWN:
+            await history.remove(conn, migration.name)
+        elif exists:
+            await history.update(
+                conn,
+                migration.name,
+                checksum=migration.checksum,
+                state="applied",
+                direction="up",
+                duration_ms=done.duration_ms,
+                error=None,
+                statements=done.statements,
+            )
+        else:
+            await history.insert(
+                conn,
+                migration.name,
+                migration.checksum,
+                state="applied",
+                duration_ms=done.duration_ms,
+                statements=done.statements,
+            )
+
+    async def _record_failure(self, failed: Failed, kept: Sequence[Statement]) -> None:
+        """Replace the running mark in one statement: failed with what the database kept,
+        or, when it kept nothing, the state from before the attempt. A lost connection
+        gets a fresh one."""
+        conn = self.conn
+        if conn.in_transaction() and not conn.invalidated:
+            await conn.rollback()
+        fresh = await conn.engine.connect() if conn.invalidated else None
+        target = fresh or conn
+        m, history = failed.migration, self.history
+        try:
+            async with self.books.writing(target):
+                if kept:
+                    await history.update(
+                        target,
+                        m.name,
+                        state="failed",
+                        direction=failed.direction.value,
+                        duration_ms=failed.duration_ms,
+                        error=one_line(failed.cause),
+                        statements=kept,
+                    )
+                elif failed.direction is Direction.UP:
+                    await history.remove(target, m.name)
+                else:
+                    await history.update(target, m.name, state="applied", direction="up")
+        finally:
+            if fresh is not None:
+                await fresh.close()
 
 
-async def _record_failure(
-    conn: AsyncConnection,
-    dialect: Dialect,
-    history: History,
-    failed: _Failed,
-    kept: Sequence[Statement],
-) -> None:
-    """Replace the running mark: failed with what the database kept, or, when it kept
-    nothing, the state from before the attempt. A lost connection gets a fresh one."""
-    if conn.in_transaction() and not conn.invalidated:
-        await conn.rollback()
-    fresh = await conn.engine.connect() if conn.invalidated else None
-    target = fresh or conn
-    m = failed.migration
+@asynccontextmanager
+async def _autocommit(conn: AsyncConnection) -> AsyncIterator[None]:
+    """No transaction at all while the body runs, then the connection as it was."""
+    assert conn.sync_connection is not None
+    previous = conn.sync_connection.get_execution_options().get("isolation_level")
+    await conn.execution_options(isolation_level="AUTOCOMMIT")
     try:
-        async with _writing(target, dialect):
-            if kept:
-                await history.write(
-                    target,
-                    m.name,
-                    m.checksum,
-                    state="failed",
-                    direction=failed.direction.value,
-                    duration_ms=failed.duration_ms,
-                    error=_one_line(failed.cause),
-                    statements=kept,
-                )
-            elif failed.direction is Direction.UP:
-                await history.remove(target, m.name)
-            else:
-                await history.mark(target, m.name, m.checksum, state="applied", direction="up")
+        yield
     finally:
-        if fresh is not None:
-            await fresh.close()
-
-
-def _failure(
-    failed: _Failed, *, rolled_back: bool, done: Sequence[Executed], kept: Sequence[Statement] = ()
-) -> MigrationFailed:
-    name, direction = failed.migration.name, failed.direction.value
-    cause = failed.cause.message if isinstance(failed.cause, RungError) else _one_line(failed.cause)
-    earlier = [e.name for e in done]
-    if rolled_back:
-        outcome = "rolled back: the database holds nothing of it"
-        if earlier:
-            outcome += f"; committed before it in this run: {', '.join(earlier)}"
-        hint = "fix the migration and run again"
-    elif not kept:
-        before = "pending" if direction == "up" else "applied"
-        outcome = f"the database kept none of its statements, so it stays {before}"
-        hint = "fix the migration and run again"
-    else:
-        statements = "; ".join(s.sql.splitlines()[0][:120] for s in kept)
-        outcome = (
-            f"the database kept {len(kept)} statement(s) it had run before the failure: "
-            f"{statements}"
-        )
-        hint = (
-            f"undo or finish those by hand, then 'rung repair {name} --applied' or '--not-applied'"
-        )
-    return MigrationFailed(
-        f"migration {name} failed ({direction}): {cause}; {outcome}; {hint}",
-        name=name,
-        direction=direction,
-        cause=failed.cause,
-        committed=[s.sql for s in kept],
-    )
-
-
-def _one_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip()
-    first = text.splitlines()[0] if text else ""
-    return f"{type(orig if orig is not None else exc).__name__}: {first}"[:500]
-
-
-async def store_snapshot(conn: AsyncConnection, history: History) -> None:
-    from rung.drifting import store_snapshot as store  # drift builds on the runner
-
-    await store(conn, history)
-
-
-async def upgrade(
-    engine: AsyncEngine,
-    migrator: Registry,
-    *,
-    steps: int | None = None,
-    to: str | None = None,
-    table: str = DEFAULT_TABLE,
-    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-    per_migration: bool = False,
-    out_of_order: bool = False,
-) -> list[Executed]:
-    """Apply pending migrations in registry order (all, ``steps`` of them, or up to and
-    including ``to``); return what was applied. Nothing pending: ``[]``."""
-    options = Options(table, lock_timeout, per_migration, out_of_order)
-    return await run(engine, migrator, Request(Direction.UP, steps, to, out_of_order), options)
-
-
-async def downgrade(
-    engine: AsyncEngine,
-    migrator: Registry,
-    *,
-    steps: int | None = None,
-    to: str | None = None,
-    all: bool = False,
-    table: str = DEFAULT_TABLE,
-    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-    per_migration: bool = False,
-) -> list[Executed]:
-    """Revert applied migrations, newest first: one by default, ``steps`` of them, those
-    after ``to`` (which stays applied), or every one with ``all=True``."""
-    if sum((steps is not None, to is not None, all)) > 1:
-        raise UsageError("give one of steps, to and all to downgrade, not several")
-    if steps is None and to is None and not all:
-        steps = 1
-    options = Options(table, lock_timeout, per_migration)
-    return await run(engine, migrator, Request(Direction.DOWN, steps, to), options)
-
-
-async def status(
-    engine: AsyncEngine, migrator: Registry, *, table: str = DEFAULT_TABLE
-) -> list[MigrationState]:
-    """Every migration's state; never writes, so it works for a read-only user."""
-    migrations = migrations_of(migrator)
-    async with connect(engine) as conn:
-        records = await History(table).read(conn)
-        await conn.rollback()
-    return states(migrations, records)
-
-
-async def repair(
-    engine: AsyncEngine,
-    migrator: Registry,
-    name: str | None = None,
-    *,
-    applied: bool | None = None,
-    table: str = DEFAULT_TABLE,
-    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-) -> list[Repair]:
-    """Accept changed checksums (all, or ``name``'s), or mark ``name`` as applied
-    (``applied=True``) or not applied (``applied=False``); return what changed."""
-    migrations = migrations_of(migrator)
-    history = History(table)
-    async with _bookkeeping(engine, history, lock_timeout) as conn:
-        repairs = plan_repair(migrations, await history.read(conn, journals=False), name, applied)
-        for r in repairs:
-            if r.resolution is Resolution.MARK_NOT_APPLIED:
-                await history.remove(conn, r.name)
-            else:
-                assert r.checksum is not None
-                await history.accept(conn, r.name, r.checksum)
-            logger.info("%s: %s", r.name, r.resolution.value)
-    return repairs
-
-
-async def baseline(
-    engine: AsyncEngine,
-    migrator: Registry,
-    *,
-    to: str | None = None,
-    table: str = DEFAULT_TABLE,
-    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-) -> list[str]:
-    """Record pending migrations (up to and including ``to``) as applied without running
-    them, for a database whose schema they already describe. Returns their names."""
-    migrations = migrations_of(migrator)
-    history = History(table)
-    async with _bookkeeping(engine, history, lock_timeout) as conn:
-        chosen = plan_baseline(migrations, await history.read(conn, journals=False), to)
-        for m in chosen:
-            await history.write(conn, m.name, m.checksum, state="applied")
-        if chosen:
-            await store_snapshot(conn, history)
-    return [m.name for m in chosen]
+        if not conn.invalidated:
+            await conn.commit()  # ends SQLAlchemy's logical transaction
+            await conn.execution_options(isolation_level=previous or conn.default_isolation_level)

@@ -16,12 +16,7 @@ from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from rung.history import DEFAULT_TABLE
-
 FORMAT = 1  # of the JSON; a stored snapshot of another format is not read
-TRACKING_TABLES = (DEFAULT_TABLE, f"{DEFAULT_TABLE}_meta")
 
 T = TypeVar("T")
 
@@ -188,23 +183,6 @@ def _sort(obj: object, name: str, key: Callable[[Any], Any]) -> None:
 
 def _fk_key(fk: ForeignKey) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
     return fk.columns, fk.referred_table, fk.referred_columns
-
-
-async def snapshot(
-    conn: AsyncConnection,
-    *,
-    exclude: Sequence[str] = (),
-    ignore_tables: Sequence[str] = TRACKING_TABLES,
-) -> Snapshot:
-    """The schema ``conn`` sees (its default schema), without rung's tracking tables
-    (``ignore_tables``: pass the configured names) and tables matching ``exclude``
-    (fnmatch patterns). Only reads; leaves any transaction open for the caller."""
-    # Imported here: the dialects' readers build this module's values.
-    from rung.dialects.reflection import reader_for
-
-    read = reader_for(conn.dialect.name)
-    found: Snapshot = await conn.run_sync(read)
-    return found.excluding(exclude, ignore_tables)
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from rung.dialects import dialect_named
 from rung.errors import MigrationFailed, RungError, UnknownTarget
-from rung.history import DEFAULT_TABLE
+from rung.history import History
 from rung.migration import Migration
 from rung.plan import Direction, Request
-from rung.registry import Registry, migrations_of
-from rung.runner import Options, run
-from rung.schema import Difference, Snapshot, diff, snapshot
+from rung.runner import Settings, run
+from rung.schema import Difference, Snapshot, diff
 from rung.scratch import scratch_database
 
 
@@ -60,15 +60,15 @@ class VerifyReport:
 
 async def verify(
     engine: AsyncEngine,
-    migrator: Registry,
+    migrations: Sequence[Migration],
     *,
     scratch_url: str | None = None,
     start_after: str | None = None,
-    table: str = DEFAULT_TABLE,
+    fail_fast: bool = False,
+    table: str,
 ) -> VerifyReport:
     """Round-trip every migration (after ``start_after``, if given) on a scratch database
     derived from ``engine.url`` (or ``scratch_url``, which must not exist yet)."""
-    migrations = migrations_of(migrator)
     names = [m.name for m in migrations]
     if start_after is not None and start_after not in names:
         raise UnknownTarget(
@@ -88,18 +88,19 @@ class _RoundTrips:
         self.scratch = scratch
         self.migrations = migrations
         self.table = table
+        self.history = History(table, dialect_named(scratch.dialect.name))
         self.failures: list[Failure] = []
 
     async def step(
         self, direction: Direction, steps: int | None = None, to: str | None = None
     ) -> None:
         """One run of the real runner; no snapshot stored for drift (this is scratch)."""
-        options = Options(table=self.table, store_snapshot=False)
-        await run(self.scratch, self.migrations, Request(direction, steps, to), options)
+        request = Request(direction, steps, to)
+        await run(self.scratch, self.migrations, request, Settings(table=self.table))
 
     async def snapshot(self) -> Snapshot:
         async with self.scratch.connect() as conn:
-            return await snapshot(conn, ignore_tables=(self.table, f"{self.table}_meta"))
+            return await self.history.read_schema(conn)
 
     async def run(self, names: Sequence[str], floor: str | None) -> VerifyReport:
         by_name = {m.name: m for m in self.migrations}

@@ -1,41 +1,88 @@
-"""The one small interface every backend implements, and the shared pieces they use.
+"""The one interface every backend implements, and the small pieces backends share.
 
-How to add a dialect:
-1. Write ``dialects/<name>.py`` with a class satisfying ``Dialect`` (each method's docstring
-   says when the runner calls it and what it must do).
-2. Add it to ``DIALECTS`` in ``dialects/__init__.py`` under SQLAlchemy's dialect name.
-3. Add its URL to the dialect list in ``tests/conftest.py``: the shared behavioural suite
-   (tests/test_runner.py, tests/test_dialects.py) then runs against it.
+How to add a backend:
+1. Add its facts to ``BACKENDS`` in ``dialects/__init__.py``: URL schemes, async drivers.
+2. Write ``dialects/<name>.py`` ending in ``DIALECT = <an object satisfying Dialect>``; each
+   member's docstring below says when rung uses it and what it must do. Its schema reader
+   and ``drop_everything`` live in ``<name>_schema.py``.
+3. Add a URL for it to ``BACKENDS`` in ``tests/conftest.py``: the conformance suite
+   (``tests/test_dialects.py``) and the behavioural suite (``tests/test_runner.py``) then
+   run against it, with no branch per backend.
+
+rung's lock is one protocol for every backend (``rung.lock``: a lease row in a table, taken
+by a compare-and-set on the server's clock); a backend gives it its clock and says which
+errors mean that a concurrent write won.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
-from typing import Protocol
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rung.plan import Statement
+from rung.migration import Statement
+from rung.schema import Snapshot
+
+
+@dataclass(frozen=True)
+class Server:
+    """What rung learns of a server before it writes there."""
+
+    refusal: str | None = None  # why rung must not write there (a hot standby, read_only = ON)
+    cluster: bool = False  # a multi-primary cluster (Galera): reads must wait for its commits
 
 
 class Dialect(Protocol):
     name: str
     transactional_ddl: bool  # True: a failed batch rolls back schema and history together
+    long_text: sa.types.TypeEngine[Any]  # the history's journal and error columns
+    moment: sa.types.TypeEngine[Any]  # the history's applied_at, to the microsecond
 
-    async def lock(self, conn: AsyncConnection, key: str, timeout: float) -> None:
-        """Before the first write of a run: take rung's lock named ``key`` for this
-        connection, waiting at most ``timeout`` seconds, else raise ``LockTimeout`` saying who
-        holds it where the database can tell. Leave no transaction open."""
+    # -- connecting --------------------------------------------------------------------------
 
-    async def unlock(self, conn: AsyncConnection, key: str) -> None:
-        """At the end of a run (also after errors): release what ``lock`` took."""
+    def connect_args(self, url: sa.URL, *, pooler: bool) -> tuple[sa.URL, dict[str, Any]]:
+        """When an engine is made: the URL SQLAlchemy gets and the driver's connect arguments.
+        Map options platforms write in URLs to the driver's (libpq's ``sslmode``), and with
+        ``pooler`` turn off what a transaction pooler breaks (named prepared statements)."""
+
+    def check_location(self, url: sa.URL, *, must_exist: bool) -> None:
+        """Before connecting: raise ``DatabaseUnreachable`` for a location that cannot work
+        (a SQLite file whose folder is missing; with ``must_exist``, a file not there)."""
+
+    def permanent_error(self, exc: BaseException) -> str | None:
+        """When connecting failed: a short reason if waiting cannot help (wrong password, no
+        such database or role), None when it may (refused, reset, the server starting up)."""
+
+    def pooler_error(self, exc: BaseException) -> bool:
+        """True when ``exc`` shows a transaction pooler breaking the driver's session state."""
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def server(self, conn: AsyncConnection) -> Server:
+        """Before a run that writes (not before a no-op): can this server be written, and is
+        it a cluster? One round trip. Leave no transaction open."""
+
+    def session(
+        self, conn: AsyncConnection, server: Server, lock_timeout: float
+    ) -> AbstractAsyncContextManager[None]:
+        """Around a run, on each connection it writes with: session settings (how long to
+        wait for the database's own locks, causal reads on a cluster), restored after."""
+
+    def clock(self) -> sa.ColumnElement[float]:
+        """The server's time in seconds since 1970, as SQL: leases are compared on it."""
+
+    def conflict(self, exc: BaseException) -> bool:
+        """True when a write failed only because a concurrent one won (a deadlock, a
+        certification conflict, a busy file): the same step may simply be tried again."""
 
     async def begin(self, conn: AsyncConnection) -> None:
         """Right after the runner opens a transaction that will write (SQLite takes the
-        database write lock here)."""
+        database write lock here, so DDL really is inside the transaction)."""
 
     def kept_after_failure(
         self, statements: Sequence[Statement], in_transaction: bool, failing: str | None = None
@@ -43,23 +90,38 @@ class Dialect(Protocol):
         """Of the statements a failed non-atomic migration completed, those the database
         kept after the rollback; ``failing`` is the statement that raised, if one did."""
 
-    async def drop_everything(self, conn: AsyncConnection) -> list[str]:
-        """For ``rung fresh``: drop every object of the connection's default schema that a
-        migration could have made (tables, views, and what else the backend has), so that
-        every migration applies again; return what was dropped as ``"<kind> <name>"``."""
+    async def half_made(self, conn: AsyncConnection) -> frozenset[str]:
+        """Objects that a failed statement outside a transaction can leave half-made and in
+        the way of a second try (PostgreSQL's INVALID indexes); empty where there are none."""
+
+    async def drop_half_made(self, conn: AsyncConnection, name: str) -> None:
+        """Drop one object ``half_made`` named."""
+
+    # -- scratch databases -------------------------------------------------------------------
+
+    def scratch_url(self, target: sa.URL, name: str) -> sa.URL:
+        """A new database ``name`` beside ``target`` (on its server, or a file in a fresh
+        temporary folder): ``create_database`` makes it, ``drop_database`` removes it all."""
+
+    def scratch_problem(self, url: sa.URL) -> str | None:
+        """Why a user-given scratch URL cannot be used (it exists already), else None."""
 
     async def create_database(self, url: sa.URL) -> None:
-        """Create the (scratch) database ``url`` names; the server account needs the right."""
+        """Create the database ``url`` names; the server account needs the right."""
 
     async def drop_database(self, url: sa.URL) -> None:
-        """Drop the database ``url`` names if it exists."""
+        """Drop the database ``url`` names if it exists, with whatever ``scratch_url`` made."""
 
+    # -- the schema --------------------------------------------------------------------------
 
-def lock_id(url: sa.URL, table: str) -> str:
-    """A lock name per database and tracking table, so that apps sharing a server or a
-    database with another tracking table never block each other."""
-    digest = hashlib.sha256(f"{url.database}\x00{table}".encode()).hexdigest()
-    return f"rung_{digest[:40]}"
+    def read_schema(self, conn: sa.Connection) -> Snapshot:
+        """The schema of the connection's database as a value (run through ``run_sync``):
+        every object a migration can make, in a number of queries that does not grow with
+        the number of tables, normalised so that equal schemas give equal snapshots."""
+
+    def drop_everything(self, conn: sa.Connection) -> list[str]:
+        """For ``rung fresh``: drop every object ``read_schema`` can see (rung's own tables
+        too), so that every migration applies again; return them as ``"<kind> <name>"``."""
 
 
 SAFE_DATABASE_NAME = re.compile(r"[A-Za-z0-9_]{1,63}")
@@ -73,16 +135,21 @@ def checked_database_name(url: sa.URL) -> str:
     return name
 
 
-async def drop_in_order(
-    conn: AsyncConnection, found: Sequence[tuple[str, str]], cascade: str = ""
-) -> list[str]:
-    """Drop each ``(kind, name)`` if it still exists (an earlier CASCADE may have taken it)."""
-    quote = conn.dialect.identifier_preparer.quote
-    for kind, name in found:
-        await conn.execute(sa.text(f"DROP {kind} IF EXISTS {quote(name)}{cascade}"))
-    return [f"{kind.lower()} {name}" for kind, name in found]
-
-
 def all_kept(statements: Sequence[Statement], in_transaction: bool) -> list[Statement]:
     """Transactional DDL: a rollback undoes everything, unless nothing was in a transaction."""
     return [] if in_transaction else list(statements)
+
+
+def error_code(exc: BaseException) -> str:
+    """The server's code for a driver error (SQLSTATE, or MySQL's error number), else ''."""
+    orig = getattr(exc, "orig", None) or exc
+    code = getattr(orig, "sqlstate", None)
+    if code is None:
+        args = getattr(orig, "args", ())
+        code = args[0] if args and isinstance(args[0], int) else None
+    return "" if code is None else str(code)
+
+
+def message_of(exc: BaseException) -> str:
+    """The driver's own message for ``exc``, without SQLAlchemy's wrapping."""
+    return str(getattr(exc, "orig", None) or exc)

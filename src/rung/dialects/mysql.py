@@ -1,19 +1,28 @@
-"""MySQL and MariaDB: DDL commits at once, so each migration commits on its own and a
-failure part-way is recorded as failed. The lock is ``GET_LOCK``, which is server-wide:
-its name includes the database and the tracking table."""
+"""MySQL and MariaDB, also as a Galera cluster: DDL commits at once, so each migration
+commits on its own and a failure part-way is recorded as failed.
+
+On Galera (``wsrep_on``), rung's connections wait for the cluster's earlier commits before
+they read or write (``wsrep_sync_wait``), so that a replica taking the lock on one node sees
+what another node's replica applied; a write that loses a certification conflict fails with
+error 1213 and is tried again. Schema changes must replicate in total order (TOI, Galera's
+default); a session in rolling schema upgrade mode (RSU) is refused, because its DDL would
+change this node only.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from rung.dialects.base import checked_database_name, drop_in_order
-from rung.errors import LockTimeout
-from rung.plan import Statement
+from rung.dialects import mysql_schema
+from rung.dialects.base import Server, checked_database_name, error_code, message_of
+from rung.migration import Statement
+from rung.schema import Snapshot
 
 # Statements that make MySQL/MariaDB commit the open transaction before they run (the DDL
 # family and friends; a TEMPORARY table's CREATE or DROP does not), after leading comments.
@@ -25,11 +34,17 @@ _IMPLICIT_COMMIT = re.compile(
     r"AUTOCOMMIT)\b",
     re.IGNORECASE | re.DOTALL,
 )
-
-_OBJECTS = sa.text(
-    "SELECT IF(TABLE_TYPE = 'VIEW', 'VIEW', IF(TABLE_TYPE = 'SEQUENCE', 'SEQUENCE', 'TABLE')), "
-    "TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
-    "ORDER BY TABLE_TYPE = 'VIEW' DESC, TABLE_NAME"
+_PERMANENT = {
+    1044: "access denied to the database",
+    1045: "wrong user name or password",
+    1049: "no such database",
+    1698: "access denied",
+}
+# 1213: deadlock, also Galera's certification conflict; 1205: lock wait timeout;
+# 1047 and 1180: a Galera node not yet synced, or a commit it refused.
+_CONFLICTS = {"1213", "1205", "1047", "1180"}
+_SERVER = sa.text(
+    "SHOW VARIABLES WHERE Variable_name IN ('read_only', 'wsrep_on', 'wsrep_osu_method')"
 )
 
 
@@ -46,53 +61,76 @@ class _ColumnType(sa.types.UserDefinedType[Any]):
         return self.ddl
 
 
-# MySQL's TEXT holds 64 KB and its DATETIME whole seconds, unless told otherwise.
-LONG_TEXT = _ColumnType("LONGTEXT")
-MICROSECONDS = _ColumnType("DATETIME(6)")
-
-_HOLDER = sa.text(
-    "SELECT ID, USER, HOST, DB, TIME FROM information_schema.PROCESSLIST "
-    "WHERE ID = IS_USED_LOCK(:n)"
-)
-
-
 class MySQL:
     name = "mysql"
     transactional_ddl = False
+    # MySQL's TEXT holds 64 KB and its DATETIME whole seconds, unless told otherwise.
+    long_text: sa.types.TypeEngine[Any] = _ColumnType("LONGTEXT")
+    moment: sa.types.TypeEngine[Any] = _ColumnType("DATETIME(6)")
 
-    async def lock(self, conn: AsyncConnection, key: str, timeout: float) -> None:
-        got = await conn.scalar(sa.text("SELECT GET_LOCK(:n, :t)"), {"n": key, "t": timeout})
-        if got != 1:
-            row = (await conn.execute(_HOLDER, {"n": key})).first()
-            await conn.rollback()
-            holder = (
-                f"held by connection {row[0]}, user {row[1]}@{row[2]}, database {row[3]}, "
-                f"for {row[4]} s"
-                if row
-                else ""
-            )
-            raise LockTimeout(
-                f"another rung run held the migration lock for more than {timeout:g} s"
-                f"{holder and f' ({holder})'}; wait for it to finish or raise --lock-timeout",
-                holder=holder or None,
-            )
-        await conn.commit()
+    def connect_args(self, url: sa.URL, *, pooler: bool) -> tuple[sa.URL, dict[str, Any]]:
+        return url, {}
 
-    async def unlock(self, conn: AsyncConnection, key: str) -> None:
+    def check_location(self, url: sa.URL, *, must_exist: bool) -> None:
+        pass
+
+    def permanent_error(self, exc: BaseException) -> str | None:
+        code = error_code(exc)
+        reason = _PERMANENT.get(int(code)) if code.isdigit() else None
+        return f"{reason}: {message_of(exc)}" if reason else None
+
+    def pooler_error(self, exc: BaseException) -> bool:
+        return False
+
+    async def server(self, conn: AsyncConnection) -> Server:
+        found = {
+            str(name).lower(): str(value).upper() for name, value in await conn.execute(_SERVER)
+        }
         await conn.rollback()
-        await conn.execute(sa.text("SELECT RELEASE_LOCK(:n)"), {"n": key})
+        if found.get("read_only") in ("ON", "1"):
+            return Server(
+                refusal="the server is read-only (read_only = ON, as on a replica); run rung "
+                "against the primary"
+            )
+        cluster = found.get("wsrep_on") in ("ON", "1")
+        if cluster and found.get("wsrep_osu_method") != "TOI":
+            return Server(
+                refusal=f"this Galera session changes schemas in "
+                f"{found.get('wsrep_osu_method')} mode, where DDL changes one node only; rung "
+                "needs TOI (SET GLOBAL wsrep_OSU_method = 'TOI')",
+                cluster=True,
+            )
+        return Server(cluster=cluster)
+
+    @asynccontextmanager
+    async def session(
+        self, conn: AsyncConnection, server: Server, lock_timeout: float
+    ) -> AsyncIterator[None]:
+        if not server.cluster:
+            yield
+            return
+        previous = await conn.scalar(sa.text("SELECT @@SESSION.wsrep_sync_wait"))
+        # 1 reads, 2 updates and deletes, 4 inserts: each waits for the cluster's commits.
+        await conn.execute(sa.text("SET SESSION wsrep_sync_wait = 7"))
         await conn.commit()
+        try:
+            yield
+        finally:
+            if not conn.invalidated and not conn.closed:
+                await conn.rollback()
+                await conn.execute(
+                    sa.text("SET SESSION wsrep_sync_wait = :v"), {"v": int(previous or 0)}
+                )
+                await conn.commit()
+
+    def clock(self) -> sa.ColumnElement[float]:
+        return sa.literal_column("UNIX_TIMESTAMP(NOW(6))", sa.Double())
+
+    def conflict(self, exc: BaseException) -> bool:
+        return error_code(exc) in _CONFLICTS
 
     async def begin(self, conn: AsyncConnection) -> None:
         pass
-
-    async def drop_everything(self, conn: AsyncConnection) -> list[str]:
-        found = [(kind, name) for kind, name in await conn.execute(_OBJECTS)]
-        await conn.execute(sa.text("SET FOREIGN_KEY_CHECKS = 0"))  # this session only
-        try:
-            return await drop_in_order(conn, found)
-        finally:
-            await conn.execute(sa.text("SET FOREIGN_KEY_CHECKS = 1"))
 
     def kept_after_failure(
         self, statements: Sequence[Statement], in_transaction: bool, failing: str | None = None
@@ -106,11 +144,29 @@ class MySQL:
         )
         return list(statements[: last_commit + 1])
 
+    async def half_made(self, conn: AsyncConnection) -> frozenset[str]:
+        return frozenset()
+
+    async def drop_half_made(self, conn: AsyncConnection, name: str) -> None:
+        raise NotImplementedError("MySQL leaves nothing half-made")
+
+    def scratch_url(self, target: sa.URL, name: str) -> sa.URL:
+        return target.set(database=name)
+
+    def scratch_problem(self, url: sa.URL) -> str | None:
+        return None  # creating it fails if it exists
+
     async def create_database(self, url: sa.URL) -> None:
         await _admin(url, f"CREATE DATABASE `{checked_database_name(url)}`")
 
     async def drop_database(self, url: sa.URL) -> None:
         await _admin(url, f"DROP DATABASE IF EXISTS `{checked_database_name(url)}`")
+
+    def read_schema(self, conn: sa.Connection) -> Snapshot:
+        return mysql_schema.read(conn)
+
+    def drop_everything(self, conn: sa.Connection) -> list[str]:
+        return mysql_schema.drop_everything(conn)
 
 
 async def _admin(url: sa.URL, statement: str) -> None:
@@ -120,3 +176,6 @@ async def _admin(url: sa.URL, statement: str) -> None:
             await conn.execute(sa.text(statement))
     finally:
         await engine.dispose()
+
+
+DIALECT = MySQL()

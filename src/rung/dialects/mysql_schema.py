@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from rung.dialects.reflection import action, squeeze, unwrap
+from rung.dialects.reflection import action, drop_in_order, squeeze, unwrap
 from rung.errors import SchemaError
 from rung.schema import Check, Column, ForeignKey, Index, Snapshot, Table, View
 
@@ -173,3 +173,19 @@ def _foreign_key(name: str, rows: list[Any], actions: list[str]) -> ForeignKey:
 
 def _view_text(text: str, database: str) -> str:
     return squeeze(text.replace(f"`{database}`.", ""))
+
+
+_OBJECTS = sa.text(
+    "SELECT IF(TABLE_TYPE = 'VIEW', 'VIEW', IF(TABLE_TYPE = 'SEQUENCE', 'SEQUENCE', 'TABLE')), "
+    "TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
+    "ORDER BY TABLE_TYPE = 'VIEW' DESC, TABLE_NAME"
+)
+
+
+def drop_everything(conn: sa.Connection) -> list[str]:
+    found = [(kind, name) for kind, name in conn.execute(_OBJECTS)]
+    conn.execute(sa.text("SET FOREIGN_KEY_CHECKS = 0"))  # this session only
+    try:
+        return drop_in_order(conn, found)
+    finally:
+        conn.execute(sa.text("SET FOREIGN_KEY_CHECKS = 1"))

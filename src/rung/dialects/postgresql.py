@@ -1,98 +1,131 @@
-"""PostgreSQL: transactional DDL; the lock is a session-level advisory lock."""
+"""PostgreSQL: transactional DDL, so a run is all or nothing unless a migration opts out
+(``CREATE INDEX CONCURRENTLY``). Through a transaction pooler (PgBouncer), asyncpg's named
+prepared statements are turned off; a hot standby is refused before anything is written.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from rung.dialects.base import all_kept, checked_database_name, drop_in_order
-from rung.errors import LockTimeout
-from rung.plan import Statement
+from rung.dialects import postgresql_schema
+from rung.dialects.base import Server, all_kept, checked_database_name, error_code, message_of
+from rung.migration import Statement
+from rung.schema import Snapshot
 
-_HOLDER = sa.text(
-    "SELECT a.pid, a.usename, a.application_name, a.client_addr, a.backend_start "
-    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-    "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-    "AND l.classid::bigint = :hi AND l.objid::bigint = :lo"
+# libpq's query options, as platforms write them into URLs, in asyncpg's terms.
+_LIBPQ_OPTIONS = {"sslmode": ("ssl", str), "connect_timeout": ("timeout", float)}
+# SQLSTATEs of a failed connection that waiting does not fix.
+_PERMANENT = {
+    "28P01": "wrong password",
+    "28000": "login refused",
+    "3D000": "no such database",
+    "42501": "permission denied",
+}
+_CONFLICTS = {"40001", "40P01"}  # serialization failure, deadlock
+_POOLER_STATES = {"42P05", "26000"}  # a prepared statement that exists already, or not at all
+_INVALID_INDEXES = sa.text(
+    "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+    "WHERE NOT i.indisvalid AND c.relnamespace = current_schema()::regnamespace"
 )
-
-
-# What ``rung fresh`` drops, in this order, from the current schema; objects that belong to
-# an extension go with it.
-_OBJECTS = sa.text(
-    "SELECT kind, name FROM ("
-    "SELECT CASE c.relkind WHEN 'v' THEN 1 WHEN 'm' THEN 2 WHEN 'S' THEN 4 ELSE 3 END AS rank, "
-    "CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' "
-    "WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind, c.relname AS name, c.oid AS oid "
-    "FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace "
-    "AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND NOT c.relispartition "
-    "UNION ALL SELECT 5, CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, t.typname, t.oid "
-    "FROM pg_type t WHERE t.typnamespace = current_schema()::regnamespace "
-    "AND t.typtype IN ('e', 'd', 'r') "
-    "UNION ALL SELECT 6, 'EXTENSION', e.extname, e.oid FROM pg_extension e "
-    "WHERE e.extnamespace = current_schema()::regnamespace"
-    ") o WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = o.oid AND d.deptype = 'e') "
-    "ORDER BY rank, name"
-)
-
-
-def _key(lock: str) -> int:
-    return int.from_bytes(bytes.fromhex(lock[5:21]), "big", signed=True)
 
 
 class PostgreSQL:
     name = "postgresql"
     transactional_ddl = True
+    long_text: sa.types.TypeEngine[Any] = sa.Text()
+    moment: sa.types.TypeEngine[Any] = sa.DateTime()
 
-    async def lock(self, conn: AsyncConnection, key: str, timeout: float) -> None:
-        await conn.execute(
-            sa.text("SELECT set_config('lock_timeout', :t, true)"),
-            {"t": f"{max(1, int(timeout * 1000))}ms"},
-        )
-        try:
-            await conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _key(key)})
-        except sa.exc.DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) != "55P03":
-                raise
-            await conn.rollback()
-            holder = await self._holder(conn, _key(key))
-            raise LockTimeout(
-                f"another rung run held the migration lock for more than {timeout:g} s"
-                f"{holder and f' ({holder})'}; wait for it to finish or raise --lock-timeout",
-                holder=holder,
-            ) from None
-        await conn.commit()
+    def connect_args(self, url: sa.URL, *, pooler: bool) -> tuple[sa.URL, dict[str, Any]]:
+        """``?pgbouncer=true`` (Prisma's spelling) means ``pooler``; the URL returned says
+        so as SQLAlchemy's ``prepared_statement_cache_size=0``, so that every URL derived
+        from it (a scratch database's) keeps the pooler's settings."""
+        pooler = pooler or str(url.query.get("pgbouncer", "")).lower() in ("true", "1", "yes")
+        pooler = pooler or str(url.query.get("prepared_statement_cache_size")) == "0"
+        url = url.difference_update_query(["pgbouncer"])
+        args: dict[str, Any] = {}
+        if url.get_driver_name() != "asyncpg":
+            return url, args
+        for option, (argument, kind) in _LIBPQ_OPTIONS.items():
+            if option in url.query:
+                args[argument] = kind(url.query[option])
+        url = url.difference_update_query(_LIBPQ_OPTIONS)
+        if pooler:
+            # Unnamed or uniquely named statements only: a pooled server connection serves
+            # many clients, whose __asyncpg_stmt_1__ would otherwise clash.
+            args["statement_cache_size"] = 0
+            args["prepared_statement_name_func"] = _statement_name
+            url = url.update_query_dict({"prepared_statement_cache_size": "0"})
+        return url, args
 
-    async def _holder(self, conn: AsyncConnection, key: int) -> str:
-        row = (
-            await conn.execute(_HOLDER, {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF})
-        ).first()
+    def check_location(self, url: sa.URL, *, must_exist: bool) -> None:
+        pass
+
+    def permanent_error(self, exc: BaseException) -> str | None:
+        reason = _PERMANENT.get(error_code(exc))
+        return f"{reason}: {message_of(exc)}" if reason else None
+
+    def pooler_error(self, exc: BaseException) -> bool:
+        return error_code(exc) in _POOLER_STATES and "__asyncpg_stmt_" in message_of(exc)
+
+    async def server(self, conn: AsyncConnection) -> Server:
+        standby, read_only = (
+            await conn.execute(
+                sa.text("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')")
+            )
+        ).one()
         await conn.rollback()
-        if row is None:
-            return ""
-        pid, user, app, addr, started = row
-        return f"held by backend pid {pid}, user {user}, application {app or '?'}, " + (
-            f"from {addr or 'a local socket'}, connected since {started:%Y-%m-%d %H:%M:%S}"
-        )
+        if standby:
+            return Server(
+                refusal="the server is a hot standby (in recovery), which cannot be written; "
+                "run rung against the primary"
+            )
+        if read_only == "on":
+            return Server(
+                refusal="the session is read-only (default_transaction_read_only is on for "
+                "this user or database)"
+            )
+        return Server()
 
-    async def unlock(self, conn: AsyncConnection, key: str) -> None:
-        await conn.rollback()
-        await conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _key(key)})
-        await conn.commit()
+    @asynccontextmanager
+    async def session(
+        self, conn: AsyncConnection, server: Server, lock_timeout: float
+    ) -> AsyncIterator[None]:
+        yield  # nothing to set: a session setting would not survive a transaction pooler
+
+    def clock(self) -> sa.ColumnElement[float]:
+        return sa.literal_column("extract(epoch from clock_timestamp())::float8", sa.Double())
+
+    def conflict(self, exc: BaseException) -> bool:
+        return error_code(exc) in _CONFLICTS
 
     async def begin(self, conn: AsyncConnection) -> None:
         pass
-
-    async def drop_everything(self, conn: AsyncConnection) -> list[str]:
-        found = [(kind, name) for kind, name in await conn.execute(_OBJECTS)]
-        return await drop_in_order(conn, found, " CASCADE")
 
     def kept_after_failure(
         self, statements: Sequence[Statement], in_transaction: bool, failing: str | None = None
     ) -> list[Statement]:
         return all_kept(statements, in_transaction)
+
+    async def half_made(self, conn: AsyncConnection) -> frozenset[str]:
+        found = frozenset((await conn.execute(_INVALID_INDEXES)).scalars())
+        await conn.rollback()
+        return found
+
+    async def drop_half_made(self, conn: AsyncConnection, name: str) -> None:
+        quoted = conn.dialect.identifier_preparer.quote(name)
+        await conn.execute(sa.text(f"DROP INDEX CONCURRENTLY IF EXISTS {quoted}"))
+
+    def scratch_url(self, target: sa.URL, name: str) -> sa.URL:
+        return target.set(database=name)
+
+    def scratch_problem(self, url: sa.URL) -> str | None:
+        return None  # creating it fails if it exists
 
     async def create_database(self, url: sa.URL) -> None:
         await _admin(url, f'CREATE DATABASE "{checked_database_name(url)}"')
@@ -100,11 +133,25 @@ class PostgreSQL:
     async def drop_database(self, url: sa.URL) -> None:
         await _admin(url, f'DROP DATABASE IF EXISTS "{checked_database_name(url)}" WITH (FORCE)')
 
+    def read_schema(self, conn: sa.Connection) -> Snapshot:
+        return postgresql_schema.read(conn)
+
+    def drop_everything(self, conn: sa.Connection) -> list[str]:
+        return postgresql_schema.drop_everything(conn)
+
+
+def _statement_name() -> str:
+    return f"__rung_{uuid.uuid4().hex}__"
+
 
 async def _admin(url: sa.URL, statement: str) -> None:
-    engine = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    url, args = DIALECT.connect_args(url.set(database="postgres"), pooler=False)
+    engine = create_async_engine(url, connect_args=args, isolation_level="AUTOCOMMIT")
     try:
         async with engine.connect() as conn:
             await conn.execute(sa.text(statement))
     finally:
         await engine.dispose()
+
+
+DIALECT = PostgreSQL()

@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from rung.dialects.reflection import inspector_tables, squeeze
+from rung.dialects.reflection import drop_in_order, inspector_tables, squeeze
 from rung.schema import EnumType, Snapshot, View
 
 _VIEWS = sa.text(
@@ -40,3 +40,27 @@ def read(conn: sa.Connection) -> Snapshot:
 
 def default_text(text: str) -> str:
     return _LITERAL_CAST.sub(r"\1", text)
+
+
+# What ``rung fresh`` drops, in this order, from the current schema; objects that belong to
+# an extension go with it.
+_OBJECTS = sa.text(
+    "SELECT kind, name FROM ("
+    "SELECT CASE c.relkind WHEN 'v' THEN 1 WHEN 'm' THEN 2 WHEN 'S' THEN 4 ELSE 3 END AS rank, "
+    "CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' "
+    "WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind, c.relname AS name, c.oid AS oid "
+    "FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace "
+    "AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND NOT c.relispartition "
+    "UNION ALL SELECT 5, CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, t.typname, t.oid "
+    "FROM pg_type t WHERE t.typnamespace = current_schema()::regnamespace "
+    "AND t.typtype IN ('e', 'd', 'r') "
+    "UNION ALL SELECT 6, 'EXTENSION', e.extname, e.oid FROM pg_extension e "
+    "WHERE e.extnamespace = current_schema()::regnamespace"
+    ") o WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = o.oid AND d.deptype = 'e') "
+    "ORDER BY rank, name"
+)
+
+
+def drop_everything(conn: sa.Connection) -> list[str]:
+    found = [(kind, name) for kind, name in conn.execute(_OBJECTS)]
+    return drop_in_order(conn, found, " CASCADE")

@@ -1,5 +1,5 @@
-"""Reading a database's schema into a ``rung.schema.Snapshot``: the shared reader and the
-lookup of each backend's own.
+"""What the backends' schema readers share: the inspector-based reader, text normalisation,
+and dropping objects in order.
 
 A reader is a plain function ``(sync Connection) -> Snapshot``, run through
 ``AsyncConnection.run_sync``. Its contract: a number of queries that does not grow with the
@@ -14,32 +14,14 @@ names its module there, imported on first use.
 
 from __future__ import annotations
 
-import importlib
 import re
 import warnings
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 
 from rung.schema import Check, Column, ForeignKey, Index, Snapshot, Table, Unique, View
-
-Reader = Callable[[sa.Connection], Snapshot]
-
-# SQLAlchemy dialect name -> module with ``read(conn) -> Snapshot``.
-READERS: dict[str, str] = {
-    "postgresql": "rung.dialects.postgresql_schema",
-    "mysql": "rung.dialects.mysql_schema",
-    "mariadb": "rung.dialects.mysql_schema",
-    "sqlite": "rung.dialects.sqlite_schema",
-}
-
-
-def reader_for(dialect_name: str) -> Reader:
-    module = READERS.get(dialect_name)
-    if module is None:
-        return read_with_inspector
-    return cast(Reader, importlib.import_module(module).read)
 
 
 def read_with_inspector(conn: sa.Connection) -> Snapshot:
@@ -163,3 +145,13 @@ def _closes_at_end(text: str) -> bool:
             if depth == 0 and i < len(text) - 1:
                 return False
     return depth == 0
+
+
+def drop_in_order(
+    conn: sa.Connection, found: list[tuple[str, str]], cascade: str = ""
+) -> list[str]:
+    """Drop each ``(kind, name)`` if it still exists (an earlier CASCADE may have taken it)."""
+    quote = conn.dialect.identifier_preparer.quote
+    for kind, name in found:
+        conn.execute(sa.text(f"DROP {kind} IF EXISTS {quote(name)}{cascade}"))
+    return [f"{kind.lower()} {name}" for kind, name in found]

@@ -1,49 +1,93 @@
 """SQLite: transactional DDL, if the driver is kept from managing transactions itself.
 
 Python's sqlite3 (and so aiosqlite) does not BEGIN before DDL, so a "rolled back" CREATE
-TABLE would stay. During a run rung puts the connection in autocommit mode and issues
-``BEGIN IMMEDIATE`` itself: that takes the database write lock (rung's lock on SQLite),
-waiting up to the lock timeout. A migration with ``transactional=False`` runs without it.
+TABLE would stay. During a run rung puts its connections in autocommit mode and issues
+``BEGIN IMMEDIATE`` itself, which takes the database's write lock up front; the busy
+timeout (how long SQLite waits for another writer) is the run's lock timeout.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rung.dialects.base import all_kept, drop_in_order
-from rung.errors import LockTimeout
-from rung.plan import Statement
+from rung.dialects import sqlite_schema
+from rung.dialects.base import Server, all_kept, message_of
+from rung.errors import DatabaseUnreachable, LockTimeout
+from rung.migration import Statement
+from rung.schema import Snapshot
 
-_OBJECTS = sa.text(
-    "SELECT upper(type), name FROM sqlite_master WHERE type IN ('view', 'table') "
-    "AND name NOT LIKE 'sqlite~_%' ESCAPE '~' ORDER BY type = 'view' DESC, name"
-)
+_SCRATCH_PREFIX = "rung_scratch_"
 
 
 class SQLite:
     name = "sqlite"
     transactional_ddl = True
+    long_text: sa.types.TypeEngine[Any] = sa.Text()
+    moment: sa.types.TypeEngine[Any] = sa.DateTime()
 
-    def __init__(self) -> None:
-        self._timeout = 0.0
-        self._previous = 0
+    def connect_args(self, url: sa.URL, *, pooler: bool) -> tuple[sa.URL, dict[str, Any]]:
+        return url, {}
 
-    async def lock(self, conn: AsyncConnection, key: str, timeout: float) -> None:
+    def check_location(self, url: sa.URL, *, must_exist: bool) -> None:
+        path = _file(url)
+        if path is None:
+            return
+        if not os.path.isdir(os.path.dirname(path) or "."):
+            raise DatabaseUnreachable(
+                f"the folder of SQLite database {path} does not exist; check the URL, or "
+                "create the folder"
+            )
+        if must_exist and not os.path.exists(path):
+            raise DatabaseUnreachable(
+                f"SQLite database file {path} does not exist; check the URL (rung up creates it)"
+            )
+
+    def permanent_error(self, exc: BaseException) -> str | None:
+        return message_of(exc)  # no server to wait for: a file that cannot be opened stays so
+
+    def pooler_error(self, exc: BaseException) -> bool:
+        return False
+
+    async def server(self, conn: AsyncConnection) -> Server:
+        path = _file(conn.engine.url)
+        if path and os.path.exists(path) and not os.access(path, os.W_OK):
+            return Server(refusal=f"the database file {path} is read-only for this user")
+        if await conn.scalar(sa.text("PRAGMA query_only")):
+            return Server(refusal="the connection is read-only (PRAGMA query_only = ON)")
+        return Server()
+
+    @asynccontextmanager
+    async def session(
+        self, conn: AsyncConnection, server: Server, lock_timeout: float
+    ) -> AsyncIterator[None]:
         await conn.rollback()
+        # Until the connection goes back to the pool: rung opens transactions itself.
         await conn.execution_options(isolation_level="AUTOCOMMIT")
-        self._previous = await conn.scalar(sa.text("PRAGMA busy_timeout"))
-        await conn.execute(sa.text(f"PRAGMA busy_timeout = {int(timeout * 1000)}"))
+        previous = await conn.scalar(sa.text("PRAGMA busy_timeout"))
+        await conn.execute(sa.text(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}"))
         await conn.commit()
-        self._timeout = timeout
+        conn.info["rung_lock_timeout"] = lock_timeout
+        try:
+            yield
+        finally:
+            if not conn.invalidated and not conn.closed:
+                await conn.rollback()
+                await conn.execute(sa.text(f"PRAGMA busy_timeout = {int(previous or 0)}"))
+                await conn.commit()
 
-    async def unlock(self, conn: AsyncConnection, key: str) -> None:
-        await conn.rollback()
-        await conn.execute(sa.text(f"PRAGMA busy_timeout = {int(self._previous or 0)}"))
-        await conn.commit()
+    def clock(self) -> sa.ColumnElement[float]:
+        return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)", sa.Double())
+
+    def conflict(self, exc: BaseException) -> bool:
+        return "database is locked" in message_of(exc)
 
     async def begin(self, conn: AsyncConnection) -> None:
         try:
@@ -51,27 +95,58 @@ class SQLite:
         except sa.exc.OperationalError as exc:
             if "locked" not in str(exc.orig):
                 raise
+            waited = conn.info.get("rung_lock_timeout", 0.0)
             raise LockTimeout(
                 f"another process held the SQLite database's write lock for more than "
-                f"{self._timeout:g} s (SQLite cannot tell which); wait for it or raise "
-                "--lock-timeout"
+                f"{waited:g} s (SQLite cannot tell which); wait for it or raise --lock-timeout"
             ) from None
-
-    async def drop_everything(self, conn: AsyncConnection) -> list[str]:
-        found = [(kind, name) for kind, name in await conn.execute(_OBJECTS)]
-        await conn.execute(sa.text("PRAGMA defer_foreign_keys = ON"))  # until the commit
-        return await drop_in_order(conn, found)
 
     def kept_after_failure(
         self, statements: Sequence[Statement], in_transaction: bool, failing: str | None = None
     ) -> list[Statement]:
         return all_kept(statements, in_transaction)
 
+    async def half_made(self, conn: AsyncConnection) -> frozenset[str]:
+        return frozenset()
+
+    async def drop_half_made(self, conn: AsyncConnection, name: str) -> None:
+        raise NotImplementedError("SQLite leaves nothing half-made")
+
+    def scratch_url(self, target: sa.URL, name: str) -> sa.URL:
+        folder = tempfile.mkdtemp(prefix=_SCRATCH_PREFIX)
+        return target.set(database=os.path.join(folder, f"{name}.db"))
+
+    def scratch_problem(self, url: sa.URL) -> str | None:
+        path = _file(url)
+        if path is None:
+            return "a scratch SQLite database must be a file; give --scratch-url a path"
+        return "it exists already" if os.path.exists(path) else None
+
     async def create_database(self, url: sa.URL) -> None:
         pass  # the file appears on first connect
 
     async def drop_database(self, url: sa.URL) -> None:
-        path = url.database or ""
+        path = _file(url)
+        if path is None:
+            return
         for suffix in ("", "-journal", "-wal", "-shm"):
-            if path and path != ":memory:" and os.path.exists(path + suffix):
+            if os.path.exists(path + suffix):
                 os.remove(path + suffix)
+        folder = os.path.dirname(path)
+        if os.path.basename(folder).startswith(_SCRATCH_PREFIX):
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def read_schema(self, conn: sa.Connection) -> Snapshot:
+        return sqlite_schema.read(conn)
+
+    def drop_everything(self, conn: sa.Connection) -> list[str]:
+        return sqlite_schema.drop_everything(conn)
+
+
+def _file(url: sa.URL) -> str | None:
+    """The file of a SQLite URL; None for memory and ``file:`` URIs."""
+    path = url.database or ""
+    return None if path in ("", ":memory:") or path.startswith("file:") else path
+
+
+DIALECT = SQLite()

@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from rung.dialects.reflection import action, squeeze, unwrap
+from rung.dialects.reflection import action, drop_in_order, squeeze, unwrap
 from rung.schema import Check, Column, ForeignKey, Index, Snapshot, Table, Unique, View
 
 _OWN = "m.name NOT LIKE 'sqlite~_%' ESCAPE '~'"  # SQLite's internal tables are not the schema
@@ -195,3 +195,15 @@ def _unquote(name: str) -> str:
     if name[0] in "\"'`":
         return name[1:-1].replace(name[0] * 2, name[0])
     return name
+
+
+_OBJECTS = (
+    "SELECT upper(type), name FROM sqlite_master WHERE type IN ('view', 'table') "
+    "AND name NOT LIKE 'sqlite~_%' ESCAPE '~' ORDER BY type = 'view' DESC, name"
+)
+
+
+def drop_everything(conn: sa.Connection) -> list[str]:
+    found = [(kind, name) for kind, name in conn.exec_driver_sql(_OBJECTS)]
+    conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")  # until the commit
+    return drop_in_order(conn, found)
