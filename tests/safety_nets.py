@@ -5,18 +5,20 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 import rung
 from conftest import sql
-from rung.drifting import store_snapshot
-from rung.history import History
-from rung.registry import Registry
-from rung.schema import Snapshot, snapshot
+from rung.dialects import dialect_named
+from rung.history import DEFAULT_TABLE, History
+from rung.lock import Lease
+from rung.registry import Migrations
+from rung.schema import Snapshot
 
 
 def statements(*sqls: str) -> str:
@@ -24,9 +26,22 @@ def statements(*sqls: str) -> str:
     return "\n".join(sql(s) for s in sqls)
 
 
-async def live_snapshot(engine: AsyncEngine, **kwargs: Sequence[str]) -> Snapshot:
+def history_of(conn: AsyncConnection | AsyncEngine, table: str = DEFAULT_TABLE) -> History:
+    return History(table, dialect_named(conn.dialect.name))
+
+
+async def read_schema(
+    conn: AsyncConnection, exclude: Sequence[str] = (), *, own: bool = False
+) -> Snapshot:
+    """The schema ``conn`` sees; ``own``: with rung's own tables."""
+    return await history_of(conn).read_schema(conn, exclude, own=own)
+
+
+async def live_snapshot(
+    engine: AsyncEngine, exclude: Sequence[str] = (), *, own: bool = False
+) -> Snapshot:
     async with engine.connect() as conn:
-        return await snapshot(conn, **kwargs)
+        return await read_schema(conn, exclude, own=own)
 
 
 async def execute(engine: AsyncEngine, *sqls: str) -> None:
@@ -36,12 +51,12 @@ async def execute(engine: AsyncEngine, *sqls: str) -> None:
             await conn.execute(sa.text(s))
 
 
-async def upgrade_and_store(engine: AsyncEngine, registry: Registry) -> None:
-    """An upgrade, then the snapshot store the runner does at the end of a run that changed
+async def upgrade_and_store(engine: AsyncEngine, registry: Migrations) -> None:
+    """An upgrade, then the snapshot store the API does at the end of a run that changed
     something (kept explicit here so these tests do not depend on that wiring)."""
     await rung.upgrade(engine, registry)
     async with engine.begin() as conn:
-        await store_snapshot(conn, History())
+        assert await history_of(conn).store_snapshot(conn) is None
 
 
 def scratch_urls(caplog: pytest.LogCaptureFixture) -> list[sa.URL]:
@@ -92,3 +107,16 @@ async def assert_scratch_dropped(caplog: pytest.LogCaptureFixture, purpose: str)
     server = urls[0]
     if server.get_backend_name() != "sqlite" and "PYTEST_XDIST_WORKER" not in os.environ:
         assert await database_names(server, f"rung\\_{purpose}\\_%") == []
+
+
+@asynccontextmanager
+async def holding_the_lock(url: str, table: str = "rung_migrations") -> AsyncIterator[str]:
+    """Another run holds rung's lock for ``table`` on ``url``'s database (its lease renewed
+    while it is held); yields the holder as ``status`` and errors name it (host:pid:token)."""
+    engine = create_async_engine(url)
+    try:
+        history = History(table, dialect_named(engine.dialect.name))
+        async with Lease(engine, history, timeout=5) as lease:
+            yield lease.me
+    finally:
+        await engine.dispose()

@@ -75,7 +75,7 @@ def test_up_status_down(todos: Project) -> None:
     assert down.code == 0 and [m["name"] for m in down.json()["migrations"]] == [second]
     assert f"reverting {second} ... ok" in down.err
     assert todos.rung("down", "--all", "-q").out == ""
-    assert todos.tables() <= {"rung_migrations", "rung_migrations_meta"}
+    assert todos.tables() <= {"rung_migrations", "rung_migrations_lock", "rung_migrations_meta"}
 
 
 def test_driver_notes_show_only_with_verbose(project: Project) -> None:

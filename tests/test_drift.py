@@ -9,9 +9,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import rung
 from conftest import MigrationPackage
 from rung import errors
-from rung.drifting import check_drift, drift, stored_snapshot
-from rung.history import History
-from safety_nets import assert_scratch_dropped, execute, listen, statements, upgrade_and_store
+from rung.api import drift
+from rung.drifting import check_drift
+from safety_nets import (
+    assert_scratch_dropped,
+    execute,
+    history_of,
+    listen,
+    statements,
+    upgrade_and_store,
+)
 
 ITEMS = (
     "CREATE TABLE items (id INTEGER PRIMARY KEY, status VARCHAR(20) NOT NULL DEFAULT 'a')",
@@ -129,11 +136,11 @@ async def test_without_a_stored_snapshot_stored_drift_says_what_to_do(
     with pytest.raises(errors.NoSnapshot, match="--replay"):
         await drift(engine, migrations.registry())  # nothing there at all
     await rung.upgrade(engine, migrations.registry())
-    history = History()
+    history = history_of(engine)
     async with engine.begin() as conn:  # as if an older rung had run the upgrade
         await conn.execute(history.meta.delete().where(history.meta.c.key == "snapshot"))
     async with engine.connect() as conn:
-        assert await stored_snapshot(conn, history) is None
+        assert await history.stored_snapshot(conn) is None
 
     with pytest.raises(errors.NoSnapshot, match="run an upgrade first"):
         await drift(engine, migrations.registry())
@@ -145,7 +152,7 @@ async def test_without_a_stored_snapshot_stored_drift_says_what_to_do(
 
 async def test_check_drift_for_upgrade(engine: AsyncEngine, migrations: MigrationPackage) -> None:
     migrations.add("items", statements(*ITEMS), statements("DROP TABLE items"))
-    history = History()
+    history = history_of(engine)
     async with engine.connect() as conn:
         assert await check_drift(conn, history) == []  # rung never ran here: nothing to drift from
 

@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import rung
 from conftest import MigrationPackage, sql
 from rung import errors
-from rung.dryrun import dry_run
-from rung.plan import Direction, Request
+from rung.api import dry_run
+from rung.plan import Direction
+from rung.registry import Migrations
 from safety_nets import assert_scratch_dropped, listen, live_snapshot, scratch_urls, statements
 
 SETTINGS = (
@@ -24,7 +25,7 @@ SEED = (
 )
 
 
-async def state(engine: AsyncEngine, registry: object) -> object:
+async def state(engine: AsyncEngine, registry: Migrations) -> object:
     """Everything a dry run must leave alone: the schema and the history, timings included."""
     return await live_snapshot(engine), await rung.status(engine, registry)
 
@@ -51,13 +52,13 @@ async def test_an_upgrade_dry_run_shows_the_statements_and_changes_nothing(
     await rung.upgrade(engine, three.registry(), steps=1)
     before = await state(engine, three.registry())
 
-    done = await dry_run(engine, three.registry(), Request(Direction.UP))
+    done = await dry_run(engine, three.registry(), "up")
 
     assert [(e.name, e.direction) for e in done] == [(priority, Direction.UP), (seed, Direction.UP)]
     assert [s.sql for s in done[0].statements] == ["ALTER TABLE items ADD COLUMN priority INTEGER"]
     [insert] = done[1].statements
     assert insert.sql.startswith("INSERT INTO settings (k, v) VALUES")
-    assert insert.params is not None and "'mode'" in insert.params and "'fast'" in insert.params
+    assert "mode" in str(insert.params) and "fast" in str(insert.params)
     assert await state(engine, three.registry()) == before
     await assert_scratch_dropped(caplog, "dryrun")
 
@@ -68,7 +69,7 @@ async def test_a_downgrade_dry_run_shows_the_statements_and_changes_nothing(
     await rung.upgrade(engine, three.registry())
     before = await state(engine, three.registry())
 
-    done = await dry_run(engine, three.registry(), Request(Direction.DOWN, steps=2))
+    done = await dry_run(engine, three.registry(), "down", steps=2)
 
     assert [(e.name, e.direction) for e in done] == [
         (three.names[2], Direction.DOWN),
@@ -85,7 +86,7 @@ async def test_nothing_to_do_is_empty_and_needs_no_scratch_database(
     listen(caplog)
     await rung.upgrade(engine, three.registry())
 
-    assert await dry_run(engine, three.registry(), Request(Direction.UP)) == []
+    assert await dry_run(engine, three.registry(), "up") == []
     assert scratch_urls(caplog) == []
 
 
@@ -96,7 +97,7 @@ async def test_a_dry_run_refuses_what_the_real_run_would_refuse(
     three.write(three.names[0], statements(*SETTINGS, "CREATE TABLE more (id INTEGER)"))
 
     with pytest.raises(errors.ChecksumMismatch, match=three.names[0]):
-        await dry_run(engine, three.registry(), Request(Direction.UP))
+        await dry_run(engine, three.registry(), "up")
 
 
 async def test_a_dry_run_goes_on_past_a_newer_release_s_migrations(
@@ -109,7 +110,7 @@ async def test_a_dry_run_goes_on_past_a_newer_release_s_migrations(
     await rung.upgrade(engine, three.registry([base, future]))
     older = three.registry([base, priority, seed])
     listen(caplog)
-    would = await dry_run(engine, older, Request(Direction.UP))
+    would = await dry_run(engine, older, "up")
     assert [e.name for e in would] == [priority, seed]
     assert "newer than this registry" in caplog.text
     assert [e.name for e in await rung.upgrade(engine, older)] == [priority, seed]

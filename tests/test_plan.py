@@ -31,7 +31,7 @@ from rung.errors import (
     UnknownTarget,
     UsageError,
 )
-from rung.migration import Migration, checksum_of
+from rung.migration import Migration, Statement, checksum_of
 from rung.plan import (
     Batch,
     Direction,
@@ -42,7 +42,6 @@ from rung.plan import (
     Request,
     Resolution,
     State,
-    Statement,
     outstanding,
     plan,
     plan_baseline,

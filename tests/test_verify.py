@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conftest import MigrationPackage, sql
 from rung import errors
-from rung.verifying import verify
+from rung.api import verify
 from safety_nets import (
     assert_scratch_dropped,
     exists,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +23,7 @@ from urllib.parse import unquote
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from rung import config
 from rung.dialects import BACKENDS, backend_named, dialect_named
 from rung.errors import ConfigError, DatabaseUnreachable, UsageError
 from rung.passwords import mask, password_of
@@ -93,17 +95,25 @@ def check_driver(url: sa.URL) -> None:
 
 
 def create_engine(
-    url: str | sa.URL,
+    url: str | sa.URL | None = None,
     *,
-    pooler: bool = False,
+    root: str | Path | None = None,
+    pooler: bool | None = None,
     connect_timeout: float = CONNECT_TIMEOUT,
     **options: Any,
 ) -> AsyncEngine:
-    """An ``AsyncEngine`` for ``url`` as rung's command line makes it: a driverless URL gets
-    rung's async driver, every connection attempt is bounded by ``connect_timeout``, and
-    ``pooler=True`` (or ``?pgbouncer=true`` in a PostgreSQL URL) turns off what a
+    """An ``AsyncEngine`` as rung's command line makes it. Without ``url``, for the database
+    the command would use from ``root`` (default: the current folder): ``DATABASE_URL``,
+    else ``[tool.rung] url`` in the nearest pyproject.toml, else app.db beside it. A
+    driverless URL gets rung's async driver (``postgres://`` works), every connection
+    attempt is bounded by ``connect_timeout``, and ``pooler=True`` (or ``?pgbouncer=true``
+    in a PostgreSQL URL, or ``pooler = "transaction"`` in [tool.rung]) turns off what a
     transaction pooler such as PgBouncer breaks. ``options`` go to SQLAlchemy's
     ``create_async_engine``. Nothing is connected yet."""
+    if url is None:
+        cfg = config.load({}, os.environ, Path(root or Path.cwd()).resolve())
+        url = parse_url(cfg.url, root=cfg.url_root)
+        pooler = cfg.pooler if pooler is None else pooler
     parsed = url if isinstance(url, sa.URL) else parse_url(url)
     check_driver(parsed)
     shown = parsed.render_as_string(hide_password=True)
@@ -111,7 +121,7 @@ def create_engine(
     driver = backend.drivers.get(parsed.get_driver_name()) if backend else None
     try:
         dialect = dialect_named(parsed.get_backend_name())
-        parsed, connect_args = dialect.connect_args(parsed, pooler=pooler)
+        parsed, connect_args = dialect.connect_args(parsed, pooler=bool(pooler))
         timeout_arg = driver.timeout_arg if driver else None
         if timeout_arg and timeout_arg not in parsed.query and timeout_arg not in connect_args:
             connect_args[timeout_arg] = connect_timeout

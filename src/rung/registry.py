@@ -29,7 +29,7 @@ class Registry(Protocol):
 Migrations = Registry | Sequence[Migration]  # a registry, or its migrations as they are
 
 
-def load_migrator(spec: str) -> object:
+def load_migrator(spec: str) -> Migrations:
     """Import ``"package.module:Attribute"`` and return the attribute."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
@@ -49,7 +49,8 @@ def load_migrator(spec: str) -> object:
     except Exception as exc:
         raise _broken(module_name, exc) from exc
     try:
-        return getattr(module, attr)
+        found: Migrations = getattr(module, attr)  # checked when its migrations are collected
+        return found
     except AttributeError:
         raise ConfigError(
             f"module {module_name!r} has no attribute {attr!r}; "

@@ -74,11 +74,12 @@ def _scratch_url(target: sa.URL, given: str | None, purpose: str) -> sa.URL:
             f"{_shown(target)}; give a {target.get_backend_name()} URL to --scratch-url"
         )
     same = (url.host, url.port, url.database) == (target.host, target.port, target.database)
-    problem = "it is the target itself" if same else dialect.scratch_problem(url)
+    problem = "it already exists: it is the target itself" if same else None
+    problem = problem or dialect.scratch_problem(url)
     if problem:
         raise UsageError(
-            f"the scratch database {_shown(url)} cannot be used: {problem}; rung creates and "
-            "drops its scratch database, so give --scratch-url a name that does not exist yet"
+            f"the scratch database {_shown(url)} cannot be used ({problem}); rung creates "
+            "and drops its scratch database, so give --scratch-url a new name"
         )
     return url
 

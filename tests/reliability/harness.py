@@ -20,8 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from cli_support import Result, clean_environment
-from rung.dialects import dialect_named, lock_id
-from rung.schema import snapshot
+from safety_nets import read_schema
 
 RACER = Path(__file__).with_name("racer.py")
 RACE_TIMEOUT = 120.0  # seconds, for every process of a race together
@@ -50,7 +49,7 @@ async def database_state(url: str) -> object:
     if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").exists():
         return "no file"
     async with connection(url) as conn:
-        schema = await snapshot(conn, ignore_tables=())
+        schema = await read_schema(conn, own=True)
         quote = conn.dialect.identifier_preparer.quote
         contents = {
             t.name: sorted(map(repr, await conn.execute(sa.text(f"SELECT * FROM {quote(t.name)}"))))
@@ -85,24 +84,6 @@ def assert_error(result: Result, code: int, *says: str) -> str:
         assert text in lines[0], (text, result.err)
     assert "Traceback" not in result.text
     return lines[0]
-
-
-@asynccontextmanager
-async def holding_the_lock(url: str, table: str = "rung_migrations") -> AsyncIterator[str]:
-    """Another session holds rung's lock for ``table`` on ``url``'s database, taken with the
-    dialect's own API; yields its backend pid or connection id (on SQLite, which has no
-    such lock, an open ``BEGIN IMMEDIATE`` write transaction: "")."""
-    async with connection(url) as conn:
-        name = conn.dialect.name
-        if name == "sqlite":
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.exec_driver_sql("BEGIN IMMEDIATE")
-            yield ""
-            await conn.exec_driver_sql("ROLLBACK")
-            return
-        await dialect_named(name).lock(conn, lock_id(conn.engine.url, table), 1)
-        me = "SELECT pg_backend_pid()" if name == "postgresql" else "SELECT CONNECTION_ID()"
-        yield str(await conn.scalar(sa.text(me)))
 
 
 @contextmanager

@@ -32,6 +32,7 @@ import sqlalchemy.ext.asyncio
 import rung
 import rung.cli
 import rung.runner
+from rung.registry import Migrations
 
 TIMEOUT = 120.0
 DRIVERS = ("aiosqlite", "asyncmy", "asyncpg")  # imported once, before the fork
@@ -55,7 +56,7 @@ def child(racer: list[str]) -> int:
     return 0
 
 
-async def upgrade(url: str, migrator: object) -> list[rung.Executed]:
+async def upgrade(url: str, migrator: Migrations) -> list[rung.Executed]:
     engine = sqlalchemy.ext.asyncio.create_async_engine(url)
     try:
         return await rung.upgrade(engine, migrator, lock_timeout=TIMEOUT)

@@ -16,9 +16,10 @@ from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
-from harness import assert_error, files, holding_the_lock, mariadb_account, rows, state
+from harness import assert_error, files, mariadb_account, rows, state
 
 from cli_support import RUNG, Project, Result, clean_environment, run
+from safety_nets import holding_the_lock
 
 SECRET = "Sekr1t-Pw_q7"
 WRONG = "Wr0ng-Pw_z9"

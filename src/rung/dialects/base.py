@@ -141,13 +141,15 @@ def all_kept(statements: Sequence[Statement], in_transaction: bool) -> list[Stat
 
 
 def error_code(exc: BaseException) -> str:
-    """The server's code for a driver error (SQLSTATE, or MySQL's error number), else ''."""
+    """The SQLSTATE of a driver error, else ''."""
     orig = getattr(exc, "orig", None) or exc
-    code = getattr(orig, "sqlstate", None)
-    if code is None:
-        args = getattr(orig, "args", ())
-        code = args[0] if args and isinstance(args[0], int) else None
-    return "" if code is None else str(code)
+    return str(getattr(orig, "sqlstate", None) or "")
+
+
+def error_number(exc: BaseException) -> int | None:
+    """MySQL's number for a driver error (the first argument of its exceptions), else None."""
+    args = getattr(getattr(exc, "orig", None) or exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
 
 
 def message_of(exc: BaseException) -> str:

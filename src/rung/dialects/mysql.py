@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from rung.dialects import mysql_schema
-from rung.dialects.base import Server, checked_database_name, error_code, message_of
+from rung.dialects.base import Server, checked_database_name, error_number, message_of
 from rung.migration import Statement
 from rung.schema import Snapshot
 
@@ -42,7 +42,7 @@ _PERMANENT = {
 }
 # 1213: deadlock, also Galera's certification conflict; 1205: lock wait timeout;
 # 1047 and 1180: a Galera node not yet synced, or a commit it refused.
-_CONFLICTS = {"1213", "1205", "1047", "1180"}
+_CONFLICTS = {1213, 1205, 1047, 1180}
 _SERVER = sa.text(
     "SHOW VARIABLES WHERE Variable_name IN ('read_only', 'wsrep_on', 'wsrep_osu_method')"
 )
@@ -75,8 +75,7 @@ class MySQL:
         pass
 
     def permanent_error(self, exc: BaseException) -> str | None:
-        code = error_code(exc)
-        reason = _PERMANENT.get(int(code)) if code.isdigit() else None
+        reason = _PERMANENT.get(error_number(exc) or 0)
         return f"{reason}: {message_of(exc)}" if reason else None
 
     def pooler_error(self, exc: BaseException) -> bool:
@@ -127,7 +126,7 @@ class MySQL:
         return sa.literal_column("UNIX_TIMESTAMP(NOW(6))", sa.Double())
 
     def conflict(self, exc: BaseException) -> bool:
-        return error_code(exc) in _CONFLICTS
+        return error_number(exc) in _CONFLICTS
 
     async def begin(self, conn: AsyncConnection) -> None:
         pass

@@ -119,8 +119,8 @@ class SQLite:
     def scratch_problem(self, url: sa.URL) -> str | None:
         path = _file(url)
         if path is None:
-            return "a scratch SQLite database must be a file; give --scratch-url a path"
-        return "it exists already" if os.path.exists(path) else None
+            return "a scratch SQLite database must be a file, given by its path"
+        return "it already exists: a file is there" if os.path.exists(path) else None
 
     async def create_database(self, url: sa.URL) -> None:
         pass  # the file appears on first connect
