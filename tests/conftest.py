@@ -26,6 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from rung import Migration
 from rung.dialects import dialect_named
 
+# Servers the suite starts itself, each a session fixture started on first use.
+pytest_plugins = ("servers.pgbouncer", "servers.readonly_mariadb", "servers.standby")
+
 POSTGRES_URL = os.environ.get(
     "RUNG_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )

@@ -1,6 +1,7 @@
 """What the reliability tests share: a database's whole state as a value, rung's error
 format, another session holding rung's lock, a MariaDB account with a password, a server
-that never answers, and many processes started at the same instant.
+that never answers, many processes started at the same instant, and the counted project
+they race on (each migration logs itself, so "applied exactly once" can be checked).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+import textwrap
+from collections import Counter
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,11 +22,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from cli_support import Result, clean_environment
+from cli_support import Project, Result, clean_environment
 from safety_nets import read_schema
 
 RACER = Path(__file__).with_name("racer.py")
 RACE_TIMEOUT = 120.0  # seconds, for every process of a race together
+MIGRATOR = "server.migration.src.lib:Migrator"
 
 
 @asynccontextmanager
@@ -72,10 +76,11 @@ def files(folder: Path) -> dict[str, str]:
     }
 
 
-def assert_error(result: Result, code: int, *says: str) -> str:
-    """Exit ``code``, and stderr exactly ``rung: error: ...`` naming ``says`` (maybe followed
-    by one ``rung: hint: ...`` line), without a traceback; returns the error line."""
-    assert result.code == code, result.text
+def assert_error(result: Result, code: int | None, *says: str) -> str:
+    """Exit ``code`` (None: any but 0), and stderr exactly ``rung: error: ...`` naming
+    ``says`` (maybe followed by one ``rung: hint: ...`` line), without a traceback; returns
+    the error line."""
+    assert result.code == code if code is not None else result.code != 0, result.text
     lines = result.err.splitlines()
     assert 1 <= len(lines) <= 2, result.err
     assert lines[0].startswith("rung: error: "), result.err
@@ -121,9 +126,67 @@ def silent_server() -> Iterator[int]:
         yield listening.getsockname()[1]
 
 
+def counted_project(
+    base: Path,
+    url: str,
+    migrations: int = 50,
+    *,
+    concurrently: Collection[int] = (),
+    then: Mapping[int, str] | None = None,
+) -> Project:
+    """A project in ``base`` whose migration i creates table t_i and logs 'm_i' in
+    applied_log (the first creates applied_log too); its down undoes both. The migrations
+    numbered in ``concurrently`` are non-transactional and build an index on t_i with
+    ``CREATE INDEX CONCURRENTLY`` (PostgreSQL) between the two; ``then[i]`` is Python code
+    that migration i's up runs last."""
+    project = Project.create(base, url)
+    for i in range(1, migrations + 1):
+        up = [f"CREATE TABLE t_{i} (id INTEGER)"]
+        if i == 1:
+            up.insert(0, "CREATE TABLE applied_log (name VARCHAR(16) NOT NULL)")
+        if i in concurrently:
+            up.append(f"CREATE INDEX CONCURRENTLY ix_{i} ON t_{i} (id)")
+        up.append(f"INSERT INTO applied_log (name) VALUES ('m_{i}')")
+        down = [f"DELETE FROM applied_log WHERE name = 'm_{i}'", f"DROP TABLE t_{i}"]
+        if i == 1:
+            down = [f"DROP TABLE t_{i}", "DROP TABLE applied_log"]
+        code = "\n".join(f"await conn.execute(text({s!r}))" for s in up)
+        code += "\n" + textwrap.dedent((then or {}).get(i, ""))
+        slug = "create_log" if i == 1 else f"step_{i}"
+        project.add(slug, code, down, transactional=i not in concurrently)
+    return project
+
+
+def consistent_state(project: Project) -> list[str]:
+    """The applied migrations, once history, tables and counter are shown to agree: each
+    applied migration's table exists and it logged itself exactly once, and the applied
+    ones are a prefix of the registry."""
+    history = asyncio.run(rows(project.url, "SELECT name, state FROM rung_migrations"))
+    counter = asyncio.run(rows(project.url, "SELECT name FROM applied_log"))
+    applied = [n for n in project.names if (n, "applied") in history]
+    assert len(history) == len(applied), history  # only applied rows, each a known name
+    logged = Counter(name for (name,) in counter)
+    assert logged == Counter(f"m_{i}" for i in range(1, len(applied) + 1)), logged  # once each
+    assert applied == project.names[: len(applied)]  # a prefix of the registry
+    tables = {t for t in project.tables() if t.startswith("t_")}
+    assert tables == {f"t_{i}" for i in range(1, len(applied) + 1)}
+    return applied
+
+
+def cli(url: str, *args: str) -> list[str]:
+    """A racer running the real command ``rung --url URL ... ARGS --json``."""
+    return ["cli", "--url", url, "--migrator", MIGRATOR, "--lock-timeout", "120", *args, "--json"]
+
+
+def api(url: str, **options: object) -> list[str]:
+    """A racer calling ``rung.upgrade(create_async_engine(url), Migrator, **options)``."""
+    return ["api", url, MIGRATOR, *([json.dumps(options)] if options else [])]
+
+
 def race(cwd: Path, racers: Sequence[Sequence[str]], folder: Path) -> list[Result]:
-    """Run ``racers`` (each ``["cli", ARG, ...]`` or ``["api", URL, MIGRATOR]``) as OS
-    processes leaving one gate together, from ``cwd`` (see racer.py); their results, in order."""
+    """Run ``racers`` (each ``["cli", ARG, ...]`` or ``["api", URL, MIGRATOR[, OPTIONS]]``)
+    as OS processes leaving one gate together, from ``cwd`` (see racer.py); their results,
+    in order."""
     folder.mkdir()
     done = subprocess.run(
         [sys.executable, str(RACER), str(folder), json.dumps([list(r) for r in racers])],

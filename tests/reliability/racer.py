@@ -7,7 +7,11 @@ the gate together. A racer is one of
 
     ["cli", ARG, ...]          the real command: python -m rung ARG ... (rung's __main__)
     ["api", URL, MIGRATOR]     await rung.upgrade(engine, Migrator), printing what it
-                               applied as ``rung up --json`` does
+                               applied as ``rung up --json`` does (engine: the URL as
+                               given, as an application makes it)
+    ["api", URL, MIGRATOR, OPTIONS]    the same, OPTIONS a JSON object of keyword
+                               arguments for rung.upgrade (lock_timeout is TIMEOUT unless
+                               it says otherwise)
 
 Child i writes its stdout and stderr to FOLDER/out{i} and FOLDER/err{i}; the parent prints
 the exit codes as a JSON list once every child has ended (killing any still running after
@@ -26,11 +30,13 @@ import signal
 import sys
 import time
 import traceback
+from typing import Any
 
-import sqlalchemy.ext.asyncio
+import sqlalchemy.ext.asyncio  # noqa: F401  (loaded once, before the fork)
 
 import rung
 import rung.cli
+import rung.connection
 import rung.runner
 from rung.registry import Migrations
 
@@ -47,19 +53,19 @@ def child(racer: list[str]) -> int:
         except SystemExit as end:
             return end.code if isinstance(end.code, int) else 1
         return 0
-    url, spec = args
+    url, spec, *options = args
     sys.path.insert(0, os.getcwd())
     module, _, attr = spec.partition(":")
     migrator = getattr(importlib.import_module(module), attr)
-    done = asyncio.run(upgrade(url, migrator))
+    done = asyncio.run(upgrade(url, migrator, json.loads(options[0]) if options else {}))
     print(json.dumps({"migrations": [{"name": d.name, "direction": "up"} for d in done]}))
     return 0
 
 
-async def upgrade(url: str, migrator: Migrations) -> list[rung.Executed]:
-    engine = sqlalchemy.ext.asyncio.create_async_engine(url)
+async def upgrade(url: str, migrator: Migrations, options: dict[str, Any]) -> list[rung.Executed]:
+    engine = rung.create_engine(url)  # as the guide says: it reads ?pgbouncer=true
     try:
-        return await rung.upgrade(engine, migrator, lock_timeout=TIMEOUT)
+        return await rung.upgrade(engine, migrator, **{"lock_timeout": TIMEOUT, **options})
     finally:
         await engine.dispose()
 

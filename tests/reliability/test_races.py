@@ -7,66 +7,16 @@ agree. On SQLite (a file), PostgreSQL and MariaDB.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from pathlib import Path
 
-from harness import executed, race, rows
-
-from cli_support import Project
+from harness import api, cli, consistent_state, counted_project, executed, race
 
 MIGRATIONS = 50
-MIGRATOR = "server.migration.src.lib:Migrator"
-
-
-def counted_project(tmp_path: Path, url: str) -> Project:
-    """Migration i creates table t_i and logs 'm_i' in applied_log; its down undoes both."""
-    project = Project.create(tmp_path, url)
-    project.add(
-        "create_log",
-        [
-            "CREATE TABLE applied_log (name VARCHAR(16) NOT NULL)",
-            "CREATE TABLE t_1 (id INTEGER)",
-            "INSERT INTO applied_log (name) VALUES ('m_1')",
-        ],
-        ["DROP TABLE t_1", "DROP TABLE applied_log"],
-    )
-    for i in range(2, MIGRATIONS + 1):
-        project.add(
-            f"step_{i}",
-            [
-                f"CREATE TABLE t_{i} (id INTEGER)",
-                f"INSERT INTO applied_log (name) VALUES ('m_{i}')",
-            ],
-            [f"DELETE FROM applied_log WHERE name = 'm_{i}'", f"DROP TABLE t_{i}"],
-        )
-    return project
-
-
-def cli(url: str, *args: str) -> list[str]:
-    return ["cli", "--url", url, "--migrator", MIGRATOR, "--lock-timeout", "120", *args, "--json"]
-
-
-def api(url: str) -> list[str]:
-    return ["api", url, MIGRATOR]
-
-
-def consistent_state(project: Project) -> list[str]:
-    """The applied migrations, once history, tables and counter are shown to agree."""
-    history = asyncio.run(rows(project.url, "SELECT name, state FROM rung_migrations"))
-    counter = asyncio.run(rows(project.url, "SELECT name FROM applied_log"))
-    applied = [n for n in project.names if (n, "applied") in history]
-    assert len(history) == len(applied), history  # only applied rows, each a known name
-    logged = Counter(name for (name,) in counter)
-    assert logged == Counter(f"m_{i}" for i in range(1, len(applied) + 1)), logged  # once each
-    assert applied == project.names[: len(applied)]  # a prefix of the registry
-    tables = {t for t in project.tables() if t.startswith("t_")}
-    assert tables == {f"t_{i}" for i in range(1, len(applied) + 1)}
-    return applied
 
 
 def test_sixteen_processes_then_downs_racing_ups(db_url: str, tmp_path: Path) -> None:
-    project = counted_project(tmp_path, db_url)
+    project = counted_project(tmp_path, db_url, MIGRATIONS)
     racers = [cli(db_url, "up") if i % 2 else api(db_url) for i in range(16)]
     results = race(project.root, racers, tmp_path / "race1")
     for result in results:
