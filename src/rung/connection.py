@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from rung import config
 from rung.dialects import BACKENDS, backend_named, dialect_named
-from rung.errors import ConfigError, DatabaseUnreachable, UsageError
+from rung.errors import ConfigError, DatabaseUnreachable, RungError, UsageError
 from rung.passwords import mask, password_of
 
 logger = logging.getLogger("rung")
@@ -167,11 +167,11 @@ def shown(engine: AsyncEngine) -> str:
 
 @asynccontextmanager
 async def connect(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection, or ``DatabaseUnreachable`` saying why there is none."""
+    """A connection, or an error saying why there is none."""
     try:
         conn = await engine.connect()
-    except (sa.exc.DBAPIError, OSError, asyncio.TimeoutError) as exc:
-        raise _unreachable(engine, _reason(exc), permanent=_permanent(engine, exc)) from None
+    except Exception as exc:
+        raise connect_error(engine, exc) from None
     try:
         yield conn
     finally:
@@ -199,6 +199,9 @@ async def reach(engine: AsyncEngine, wait: float, on_wait: Callable[[str], None]
         except asyncio.TimeoutError:
             problem = f"no answer within {limit:g} s"
         except Exception as exc:
+            error = connect_error(engine, exc)
+            if not isinstance(error, DatabaseUnreachable):
+                raise error from None
             problem = _reason(exc)
             permanent = _permanent(engine, exc)
         if permanent is not None:
@@ -215,6 +218,31 @@ async def reach(engine: AsyncEngine, wait: float, on_wait: Callable[[str], None]
 async def _attempt(engine: AsyncEngine) -> None:
     async with engine.connect():
         pass
+
+
+def connect_error(engine: AsyncEngine, exc: Exception) -> RungError:
+    """What a failed connection attempt means, as the error to raise."""
+    dialect = dialect_named(engine.dialect.name)
+    if dialect.pooler_error(exc):
+        return pooler_error(engine, exc)
+    if isinstance(exc, TypeError) and "pgbouncer" in str(exc):  # SQLAlchemy passed it on
+        return ConfigError(
+            f"the engine for {shown(engine)} was made by SQLAlchemy, which hands "
+            "?pgbouncer=true to the driver; make it with rung.create_engine(url)"
+        )
+    if not isinstance(exc, (sa.exc.DBAPIError, OSError, asyncio.TimeoutError)):
+        raise exc
+    return _unreachable(engine, _reason(exc), permanent=_permanent(engine, exc))
+
+
+def pooler_error(engine: AsyncEngine, exc: BaseException) -> ConfigError:
+    first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0]
+    return ConfigError(
+        f"{shown(engine)} is reached through a transaction pooler (PgBouncer), which breaks "
+        f"named prepared statements ({first}); add ?pgbouncer=true to the URL, or set "
+        'pooler = "transaction" in [tool.rung] (in Python, make the engine with '
+        "rung.create_engine(url, pooler=True))"
+    )
 
 
 def _permanent(engine: AsyncEngine, exc: BaseException) -> str | None:

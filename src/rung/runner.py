@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from rung.connection import connect, shown
+from rung.connection import connect, pooler_error, shown
 from rung.dialects import dialect_named
 from rung.dialects.base import Dialect
-from rung.errors import ConfigError, ConnectionLost, HistoryError, MigrationFailed, NotWritable
+from rung.errors import ConnectionLost, HistoryError, MigrationFailed, NotWritable
 from rung.failures import Failed, failure, in_flight_kept, is_lost, one_line
 from rung.history import DEFAULT_TABLE, History
 from rung.journal import Journal
@@ -135,15 +135,6 @@ async def database_errors(engine: AsyncEngine, history: History) -> AsyncIterato
             f"could not read or write the history table {history.name!r} ({one_line(exc)}); "
             "check that this account may write there, then 'rung status' to see the state"
         ) from exc
-
-
-def pooler_error(engine: AsyncEngine, exc: BaseException) -> ConfigError:
-    return ConfigError(
-        f"{shown(engine)} is behind a transaction pooler (PgBouncer), which breaks named "
-        f"prepared statements ({one_line(exc)}); add ?pgbouncer=true to the URL, or set "
-        'pooler = "transaction" in [tool.rung] (in Python: rung.create_engine(url, '
-        "pooler=True))"
-    )
 
 
 async def run(

@@ -5,7 +5,6 @@ prepared statements are turned off; a hot standby is refused before anything is 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -56,10 +55,10 @@ class PostgreSQL:
                 args[argument] = kind(url.query[option])
         url = url.difference_update_query(_LIBPQ_OPTIONS)
         if pooler:
-            # Unnamed or uniquely named statements only: a pooled server connection serves
-            # many clients, whose __asyncpg_stmt_1__ would otherwise clash.
+            # Unnamed statements only: a named one lives on one server connection, which a
+            # transaction pooler shares among clients (they clash on __asyncpg_stmt_1__), and
+            # outside a transaction the next message may go to another one.
             args["statement_cache_size"] = 0
-            args["prepared_statement_name_func"] = _statement_name
             url = url.update_query_dict({"prepared_statement_cache_size": "0"})
         return url, args
 
@@ -74,12 +73,23 @@ class PostgreSQL:
         return error_code(exc) in _POOLER_STATES and "__asyncpg_stmt_" in message_of(exc)
 
     async def server(self, conn: AsyncConnection) -> Server:
-        standby, read_only = (
+        standby, read_only, pid = (
             await conn.execute(
-                sa.text("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')")
+                sa.text(
+                    "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), "
+                    "pg_backend_pid()"
+                )
             )
         ).one()
         await conn.rollback()
+        given = await _given_pid(conn)
+        pooled = str(conn.engine.url.query.get("prepared_statement_cache_size")) == "0"
+        if given is not None and given != pid and not pooled:
+            return Server(
+                refusal=f"a connection pooler sits between rung and the server (the server "
+                f"process is {pid}, the connection was told {given}), and a transaction "
+                "pooler such as PgBouncer breaks named prepared statements; " + POOLER_FIX
+            )
         if standby:
             return Server(
                 refusal="the server is a hot standby (in recovery), which cannot be written; "
@@ -140,8 +150,21 @@ class PostgreSQL:
         return postgresql_schema.drop_everything(conn)
 
 
-def _statement_name() -> str:
-    return f"__rung_{uuid.uuid4().hex}__"
+POOLER_FIX = (
+    'add ?pgbouncer=true to the URL, or set pooler = "transaction" in [tool.rung] '
+    "(in Python, make the engine with rung.create_engine(url, pooler=True))"
+)
+
+
+async def _given_pid(conn: AsyncConnection) -> int | None:
+    """The server process id the driver was given when it connected (a pooler gives its
+    own), where the driver tells."""
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    if hasattr(driver, "get_server_pid"):  # asyncpg
+        return int(driver.get_server_pid())
+    info = getattr(driver, "info", None)  # psycopg
+    return int(info.backend_pid) if info is not None else None
 
 
 async def _admin(url: sa.URL, statement: str) -> None:
