@@ -141,7 +141,7 @@ def silent_server() -> Iterator[int]:
 
 
 def race(cwd: Path, racers: Sequence[Sequence[str]], folder: Path) -> list[Result]:
-    """Run ``racers`` (each ``["cli", ARG, ...]`` or ``["api", URL, MIGRATOR]``) as OS
+    """Run ``racers`` (each ``["cli", ARG, ...]`` or ``["api", URL, MIGRATOR[, OPTIONS]]``) as OS
     processes leaving one gate together, from ``cwd`` (see racer.py); their results, in order."""
     folder.mkdir()
     done = subprocess.run(

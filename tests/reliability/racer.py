@@ -8,6 +8,8 @@ the gate together. A racer is one of
     ["cli", ARG, ...]          the real command: python -m rung ARG ... (rung's __main__)
     ["api", URL, MIGRATOR]     await rung.upgrade(engine, Migrator), printing what it
                                applied as ``rung up --json`` does
+    ["api", URL, MIGRATOR, OPTIONS]  the same with rung.upgrade's keyword arguments from
+                               the JSON object OPTIONS (lock_timeout is TIMEOUT unless given)
 
 Child i writes its stdout and stderr to FOLDER/out{i} and FOLDER/err{i}; the parent prints
 the exit codes as a JSON list once every child has ended (killing any still running after
@@ -26,6 +28,7 @@ import signal
 import sys
 import time
 import traceback
+from typing import Any
 
 import sqlalchemy.ext.asyncio
 
@@ -46,19 +49,20 @@ def child(racer: list[str]) -> int:
         except SystemExit as end:
             return end.code if isinstance(end.code, int) else 1
         return 0
-    url, spec = args
+    url, spec, *more = args
+    options: dict[str, Any] = json.loads(more[0]) if more else {}
     sys.path.insert(0, os.getcwd())
     module, _, attr = spec.partition(":")
     migrator = getattr(importlib.import_module(module), attr)
-    done = asyncio.run(upgrade(url, migrator))
+    done = asyncio.run(upgrade(url, migrator, options))
     print(json.dumps({"migrations": [{"name": d.name, "direction": "up"} for d in done]}))
     return 0
 
 
-async def upgrade(url: str, migrator: object) -> list[rung.Executed]:
+async def upgrade(url: str, migrator: object, options: dict[str, Any]) -> list[rung.Executed]:
     engine = sqlalchemy.ext.asyncio.create_async_engine(url)
     try:
-        return await rung.upgrade(engine, migrator, lock_timeout=TIMEOUT)
+        return await rung.upgrade(engine, migrator, **{"lock_timeout": TIMEOUT, **options})
     finally:
         await engine.dispose()
 
