@@ -31,6 +31,12 @@ from servers.process import Started, free_port
 MARIADBD = "/usr/sbin/mariadbd"
 INSTALL_DB = "/usr/bin/mariadb-install-db"
 PROVIDER = "/usr/lib/galera/libgalera_smm.so"
+NEEDED = (  # path, and the Debian package that installs it
+    (MARIADBD, "mariadb-server"),
+    (INSTALL_DB, "mariadb-server"),
+    (PROVIDER, "galera-4"),
+    ("rsync", "rsync"),  # run by the SST script
+)
 NODES = 3
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -156,6 +162,13 @@ class Cluster:
     others through an rsync SST; ``stop`` ends exactly those three processes."""
 
     def __init__(self) -> None:
+        missing = [
+            f"{path} ({package})"
+            for path, package in NEEDED
+            if not Path(path).is_file() and shutil.which(path) is None
+        ]
+        if missing:
+            raise RuntimeError(f"missing {', '.join(missing)}; install those Debian packages")
         account = _account()
         self.root = Path(tempfile.mkdtemp(prefix="rung_galera_"))
         self.nodes: list[Node] = []
@@ -338,7 +351,7 @@ def galera() -> Iterator[Galera]:
             problems.append(str(exc))  # start() stopped what it had started
             cluster = None
     if cluster is None:
-        reason = f"the Galera cluster did not start: {' / '.join(problems)}"
+        reason = f"the Galera cluster did not start: {' / '.join(dict.fromkeys(problems))}"
         if IN_CI:
             pytest.fail(reason)
         pytest.skip(reason)
