@@ -6,6 +6,9 @@ tests with the reason; under CI (``CI=true``) it fails them: a database test nev
 
 ``migrations`` writes real migration modules into a fresh package and imports them, so
 checksums, ``Migration.from_module`` and edits behave exactly as in a user's project.
+
+``galera`` (from ``servers/galera.py``) is a 3-node Galera cluster, started once per run by
+the first test that asks for it; such tests are marked ``xdist_group("galera")``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,12 @@ from rung import Migration
 from rung.dialects import dialect_named
 
 # Servers the suite starts itself, each a session fixture started on first use.
-pytest_plugins = ("servers.pgbouncer", "servers.readonly_mariadb", "servers.standby")
+pytest_plugins = (
+    "servers.galera",
+    "servers.pgbouncer",
+    "servers.readonly_mariadb",
+    "servers.standby",
+)
 
 POSTGRES_URL = os.environ.get(
     "RUNG_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -176,3 +184,24 @@ def migrations(tmp_path: Path) -> MigrationPackage:
 def sql(statement: str) -> str:
     """Body of a migration that executes one SQL statement."""
     return f"await conn.execute(text({statement!r}))"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep ``--dist loadgroup`` grouping on pytest 9.2: pytest-xdist 3.8 marks a test's
+    group by renaming ``item._nodeid``, which pytest 9.2 no longer reads (pytest-xdist
+    issue 1386), so ``xdist_group`` was silently ignored and each worker that drew a Galera
+    test started a cluster of its own. The same rename, through the node's structured id;
+    it does nothing where xdist's own rename took effect."""
+    if not getattr(config.option, "loadgroup", False):  # set on xdist workers only
+        return
+    for item in items:
+        groups = {
+            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+            for mark in item.iter_markers("xdist_group")
+        }
+        suffix = "@" + "_".join(sorted(groups))
+        if groups and not item.nodeid.endswith(suffix):
+            from _pytest.nodeid import NodeId  # pytest >= 9.2, where the rename is lost
+
+            item._id = NodeId.parse(item.nodeid + suffix)

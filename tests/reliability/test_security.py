@@ -136,7 +136,8 @@ def test_tracking_table_names_are_quoted(db_url: str, tmp_path: Path) -> None:
     project.add("create_todos", ["CREATE TABLE todos (id INTEGER)"], ["DROP TABLE todos"])
     up = project.rung("up", "--table", ODD_TABLE)
     assert up.code == 0, up.text
-    assert project.tables() == {ODD_TABLE, f"{ODD_TABLE}_meta", "todos"}  # that, nothing else
+    own = {ODD_TABLE, f"{ODD_TABLE}_meta", f"{ODD_TABLE}_lock"}
+    assert project.tables() == {*own, "todos"}  # that, nothing else
     assert project.states("--table", ODD_TABLE) == {project.names[0]: "applied"}
 
 
