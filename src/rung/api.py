@@ -130,6 +130,9 @@ async def repair(
     that changes what is applied makes the stored snapshot stale: ``drift`` says so."""
     migrations = migrations_of(migrator)
     settings = Settings(table, lock_timeout, lock_lease)
+    async with _public(engine), _reading(engine, table) as (conn, history):
+        # Refused before the lock, so that a refusal leaves everything as it was.
+        plan_repair(migrations, await history.read(conn, journals=False), name, applied)
     async with _public(engine), bookkeeping(engine, settings) as books:
         conn, history = books.conn, books.history
         async with books.writing():
@@ -168,6 +171,10 @@ async def baseline(
     them, for a database whose schema they already describe. Returns their names."""
     migrations = migrations_of(migrator)
     settings = Settings(table, lock_timeout, lock_lease)
+    async with _public(engine), _reading(engine, table) as (conn, history):
+        # Refused before the lock, so that a refusal leaves everything as it was.
+        if not plan_baseline(migrations, await history.read(conn, journals=False), to):
+            return []
     async with _public(engine), bookkeeping(engine, settings) as books:
         conn, history = books.conn, books.history
         async with books.writing():

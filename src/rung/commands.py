@@ -200,8 +200,8 @@ async def cmd_status(ctx: Context) -> int:
     from rung.api import lock_holder, status
     from rung.plan import outstanding, states
 
-    migrations = ctx.migrations  # a registry that does not load is named before the database
-    url = ctx.url
+    url = ctx.url  # the configuration first, then the registry, then the database
+    migrations = ctx.migrations
     holder = None
     if not _missing_file(url):
         async with ctx.database() as engine:

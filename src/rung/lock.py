@@ -44,9 +44,38 @@ DEFAULT_LEASE = 30.0  # seconds; how long a dead holder can keep others waiting
 ATTEMPTS = 8  # tries of one lock write that keeps losing to concurrent ones
 
 
+def _process() -> tuple[str, str]:
+    """This process's pid namespace and start time (Linux; empty elsewhere): with the host
+    name and pid they tell a process apart from any other, even after its pid is reused."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+        with open(f"/proc/{os.getpid()}/stat", encoding="ascii") as f:
+            start = f.read().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return "", ""
+    return namespace, start
+
+
+def _started(pid: int) -> str | None:
+    """When process ``pid`` of this namespace started; None when there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rpartition(")")[2].split()[19]
+    except FileNotFoundError:
+        return None
+    except (OSError, IndexError):
+        return ""
+
+
+def identity() -> str:
+    """How a holder is written down: ``host:pid:token:pid-namespace:start-time``."""
+    namespace, start = _process()
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}:{namespace}:{start}"
+
+
 @dataclass(frozen=True)
 class Holder:
-    """Who holds the lock: ``host:pid:token``, since when, until when (the server's clock)."""
+    """Who holds the lock (``identity()``), since when, until when (the server's clock)."""
 
     holder: str
     acquired_at: datetime
@@ -68,19 +97,18 @@ class Holder:
 
     @property
     def gone(self) -> bool:
-        """Provably not running: its lease expired, or it was a process of this host that
-        does not exist any more."""
+        """Provably not running: its lease expired, or it was a process of this host and
+        pid namespace that no longer exists (none with its pid, or one started later)."""
         if self.expired:
             return True
-        if self.host != socket.gethostname() or self.pid is None:
+        parts = self.holder.split(":")
+        namespace, start = _process()
+        if len(parts) < 5 or self.pid is None or not start:
             return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+        if (parts[0], parts[3]) != (socket.gethostname(), namespace):
+            return False  # another host or container: only its lease can tell
+        now = _started(self.pid)
+        return now is None or (now != "" and now != parts[4])
 
     def describe(self) -> str:
         held = (self.server_now - self.acquired_at).total_seconds()
@@ -151,7 +179,7 @@ class Lease:
         self.engine, self.history = engine, history
         self.dialect: Dialect = history.dialect
         self.timeout, self.lease = timeout, max(lease, 1.0)
-        self.me = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.me = identity()
         self.lost = False
         self._conn: AsyncConnection | None = None
         self._renewing: asyncio.Task[None] | None = None
@@ -232,9 +260,12 @@ class Lease:
                 await conn.rollback()
                 if not (self.dialect.conflict(exc) or isinstance(exc, sa.exc.IntegrityError)):
                     raise
+            found = await holder(conn, self.history)
+            if found is not None and found.gone and await self._clear(conn, found):
+                logger.warning("took over the lock of a run that is gone (%s)", found.describe())
+                continue
             left = deadline - time.monotonic()
             if left <= 0:
-                found = await holder(conn, self.history)
                 held = f" ({found.describe()})" if found else ""
                 raise LockTimeout(
                     f"another rung run held the migration lock for more than "
@@ -243,6 +274,18 @@ class Lease:
                 )
             await asyncio.sleep(min(left, delay * random.uniform(0.5, 1.5)))
             delay = min(delay * 2, 1.0, self.lease / 4)
+
+    async def _clear(self, conn: AsyncConnection, gone: Holder) -> bool:
+        t = self.history.lock.c
+        free = sa.update(self.history.lock).where(t.name == LOCK_ROW, t.holder == gone.holder)
+        try:
+            async with conn.begin():
+                result = await conn.execute(free.values(holder=None))
+            return bool(result.rowcount == 1)
+        except sa.exc.DBAPIError as exc:
+            if not self.dialect.conflict(exc):
+                raise
+            return False
 
     async def _try(self, conn: AsyncConnection) -> bool:
         async with conn.begin():

@@ -69,21 +69,20 @@ SQLite in app.db next to pyproject.toml; driverless URLs (postgres://...) work a
 """
 
 import asyncio
-import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from anywhere
 
-from rung import config  # noqa: E402
+import rung  # noqa: E402
 from rung.errors import RungError  # noqa: E402
 from server.migration.src.runner import upgrade  # noqa: E402
 
 
 async def main() -> int:
     try:
-        engine = config.create_engine(config.load({}, os.environ, ROOT))
+        engine = rung.create_engine(root=ROOT)  # the database rung's command line would use
     except RungError as exc:
         print(f"init_db: error: {exc}", file=sys.stderr)
         return exc.exit_code
