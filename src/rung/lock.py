@@ -48,7 +48,7 @@ def _process() -> tuple[str, str]:
     """This process's pid namespace and start time (Linux; empty elsewhere): with the host
     name and pid they tell a process apart from any other, even after its pid is reused."""
     try:
-        namespace = os.readlink("/proc/self/ns/pid")
+        namespace = os.readlink("/proc/self/ns/pid").removeprefix("pid:").strip("[]")
         with open(f"/proc/{os.getpid()}/stat", encoding="ascii") as f:
             start = f.read().rpartition(")")[2].split()[19]
     except (OSError, IndexError):

@@ -12,6 +12,7 @@ the lock after a run that changed the schema.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -29,7 +30,7 @@ from rung.errors import ConnectionLost, HistoryError, MigrationFailed, NotWritab
 from rung.failures import Failed, failure, in_flight_kept, is_lost, one_line
 from rung.history import DEFAULT_TABLE, History
 from rung.journal import Journal
-from rung.lock import DEFAULT_LEASE, Lease
+from rung.lock import ATTEMPTS, DEFAULT_LEASE, Lease
 from rung.migration import Migration, Statement
 from rung.plan import Batch, Direction, Plan, Record, Request, plan
 
@@ -196,7 +197,7 @@ class _Run:
     async def batches(self, epilogue: Epilogue | None) -> list[Executed]:
         """Run every batch, then the epilogue if the schema changed; return what ran."""
         try:
-            while await self._next_batch():
+            while await self._retrying(self._next_batch):
                 pass
         except BaseException as exc:
             # A failed run may still have changed the schema: migrations committed before
@@ -213,9 +214,28 @@ class _Run:
             if self._side is not None:
                 await self._side.close()
         if epilogue and self.done:
-            async with self.books.writing():
-                await epilogue(self.conn, self.history)
+            await self._retrying(self._epilogue, epilogue)
         return self.done
+
+    async def _epilogue(self, epilogue: Epilogue) -> bool:
+        async with self.books.writing():
+            await epilogue(self.conn, self.history)
+        return True
+
+    async def _retrying(self, step: Callable[..., Awaitable[bool]], *args: object) -> bool:
+        """``step``: a transaction of rung's own (no migration code has committed in it),
+        tried again while it loses to a concurrent write (a Galera certification conflict,
+        a deadlock), so that such a loss is never reported as the user's failure."""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return await step(*args)
+            except sa.exc.DBAPIError as exc:
+                lost = self.conn.invalidated or not self.dialect.conflict(exc)
+                if lost or attempt == ATTEMPTS:
+                    raise
+                logger.debug("rung's own write lost to a concurrent one; again (%s)", exc)
+                await asyncio.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
 
     async def _next_batch(self) -> bool:
         """Plan and run the next batch; False when there is none left."""
@@ -226,7 +246,7 @@ class _Run:
         committed = len(self.done)  # a failure rolls back this batch's migrations, not those
         conn, history = self.conn, self.history
         try:
-            async with self.books.writing():
+            async with self._batch_undone_on_error(committed), self.books.writing():
                 if not self._ensured:  # once a run: the run holds the lock
                     await history.ensure(conn)
                     self._ensured = True
@@ -253,6 +273,15 @@ class _Run:
             )
         self.done.append(await self._alone(batch))
         return True
+
+    @asynccontextmanager
+    async def _batch_undone_on_error(self, committed: int) -> AsyncIterator[None]:
+        """What ran in a transaction that then failed to commit did not happen."""
+        try:
+            yield
+        except BaseException:
+            del self.done[committed:]
+            raise
 
     async def _mark(self, m: Migration, direction: Direction, *, exists: bool) -> None:
         if exists:
@@ -288,8 +317,7 @@ class _Run:
                 return done
             async with _autocommit(conn):
                 done = await self._execute(migration, direction, journal_kept, record=False)
-            async with self.books.writing():
-                await self._record(migration, direction, done, exists=True)
+            await self._retrying(self._record_alone, migration, direction, done)
             return done
         except Failed as failed:
             kept = dialect.kept_after_failure(
@@ -302,7 +330,7 @@ class _Run:
             if left:
                 kept = [*kept, Statement(failed.failing or "?", None, 0.0)]
             try:
-                await self._record_failure(failed, kept)
+                await self._retrying(self._record_failure, failed, kept)
             except Exception as exc:
                 logger.error(
                     "could not record the failure of %s (%s); it stays marked as running",
@@ -383,6 +411,13 @@ class _Run:
         )
         return done
 
+    async def _record_alone(
+        self, migration: Migration, direction: Direction, done: Executed
+    ) -> bool:
+        async with self.books.writing():
+            await self._record(migration, direction, done, exists=True)
+        return True
+
     async def _record(
         self, migration: Migration, direction: Direction, done: Executed, *, exists: bool
     ) -> None:
@@ -411,7 +446,7 @@ class _Run:
                 statements=done.statements,
             )
 
-    async def _record_failure(self, failed: Failed, kept: Sequence[Statement]) -> None:
+    async def _record_failure(self, failed: Failed, kept: Sequence[Statement]) -> bool:
         """Replace the running mark in one statement: failed with what the database kept,
         or, when it kept nothing, the state from before the attempt. A lost connection
         gets a fresh one."""
@@ -440,6 +475,7 @@ class _Run:
         finally:
             if fresh is not None:
                 await fresh.close()
+        return True
 
 
 @asynccontextmanager
