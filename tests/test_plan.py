@@ -686,9 +686,13 @@ def test_downgrade_across_irreversible_is_refused() -> None:
     assert err.value.names == (B,)
     assert str(err.value) == (
         f"migration {B} has no down, so this downgrade would cross an irreversible step; "
-        f"downgrade to a later migration (--to {B}) or write its down"
+        "write its down, or, for a database you can throw away, start over with 'rung fresh'; "
+        f"'rung down --to {B}' reverts only the 1 migration after it"
     )
     assert run(regs, history, Request(Direction.DOWN, to=B)).migrations == (mig(3),)
+    with pytest.raises(Irreversible) as err:  # the newest applied: no --to can help
+        run(regs, history[:2], Request(Direction.DOWN, steps=1))
+    assert str(err.value).endswith("start over with 'rung fresh'")
 
 
 def test_states_report_every_kind() -> None:

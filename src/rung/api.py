@@ -60,6 +60,8 @@ async def upgrade(
 ) -> list[Executed]:
     """Apply pending migrations in registry order (all, ``steps`` of them, or up to and
     including ``to``); return what was applied. Nothing pending: ``[]``."""
+    if steps is not None and to is not None:
+        raise UsageError("give one of steps and to to upgrade, not both")
     settings = Settings(table, lock_timeout, lock_lease, per_migration)
     request = Request(Direction.UP, steps, to, out_of_order)
     async with _public(engine):

@@ -50,18 +50,46 @@ class Formatter(argparse.HelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with usage errors in rung's own two-line form."""
+    """argparse, with usage errors in rung's own two-line form, and a "did you mean" for a
+    mistyped command or option."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**{"formatter_class": Formatter, **kwargs})
+        self.command = ""  # the command whose options were built (on the top parser)
+        self.known_options: set[str] = set()  # its options, for suggestions
 
     def error(self, message: str) -> NoReturn:
         from rung.passwords import mask  # a URL given where it does not belong keeps its secret
 
-        sys.stderr.write(
-            f"rung: error: {mask(message, '')}\nrung: hint: see '{self.prog} --help'\n"
-        )
+        prog = f"rung {self.command}" if self.command else self.prog
+        message = self._suggest(message)
+        sys.stderr.write(f"rung: error: {mask(message, '')}\nrung: hint: see '{prog} --help'\n")
         raise SystemExit(2)
+
+    def _suggest(self, message: str) -> str:
+        """``message`` with the closest command or option to what was typed, if one is."""
+        import difflib
+        import re
+
+        choice = re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)
+        if choice:
+            typed = choice[1]
+            close = difflib.get_close_matches(typed, COMMANDS, n=1, cutoff=0.6)
+            mean = f"; did you mean '{close[0]}'?" if close else ""
+            return f"unknown command {typed!r}{mean} (commands: {', '.join(COMMANDS)})"
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        if unknown:
+            words = unknown[1].split()
+            options = sorted(o for o in self.known_options if o.startswith("--"))
+            where = f" for rung {self.command}" if self.command else ""
+            for word in words:
+                if word.startswith("-"):
+                    close = difflib.get_close_matches(word.split("=")[0], options, n=1)
+                    if close:
+                        return f"unknown option {word}{where}; did you mean {close[0]}?"
+            listed = " ".join(words)
+            return f"unrecognized arguments{where}: {listed}"
+        return message
 
 
 def _positive(text: str) -> int:
@@ -70,29 +98,39 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+# Options allowed before and after the command: (flags, keyword arguments, help).
 # fmt: off
-def _global_options() -> Parser:
-    """Options allowed before and after the command; SUPPRESS: only given ones are set."""
+GLOBALS: list[tuple[tuple[str, ...], dict[str, Any], str]] = [
+    (("--url",), {}, "database URL (else DATABASE_URL, else [tool.rung] url)"),
+    (("--migrator",), {"metavar": "MODULE:ATTR"},
+     "the registry (else RUNG_MIGRATOR, else [tool.rung] migrator)"),
+    (("--table",), {}, "tracking table (default rung_migrations)"),
+    (("--lock-timeout",), {"type": float, "metavar": "SECONDS"},
+     "how long to wait for another run's lock (default 60)"),
+    (("--lock-lease",), {"type": float, "metavar": "SECONDS"},
+     "how long a dead run's lock keeps others waiting (default 30)"),
+    (("--per-migration",), {"action": "store_true"},
+     "commit each migration on its own, not all in one transaction"),
+    (("--pooler",), {"choices": ("none", "transaction")},
+     "'transaction' behind PgBouncer-style transaction pooling"),
+    (("--wait",), {"type": float, "metavar": "SECONDS"},
+     "keep retrying until the database accepts connections"),
+    (("-v", "--verbose"), {"action": "count"}, "more detail, and tracebacks"),
+    (("-q", "--quiet"), {"action": "store_true"}, "only results and errors"),
+]
+# fmt: on
+
+
+def _global_options(uses: frozenset[str] | None = None) -> Parser:
+    """The global options; SUPPRESS: only given ones are set. ``uses``: those a command's
+    --help lists (the others are accepted there too, not shown); None: all of them."""
     parent = Parser(add_help=False, argument_default=argparse.SUPPRESS)
     g = parent.add_argument_group("global options (before or after the command)")
-    g.add_argument("--url", help="database URL (else DATABASE_URL, else [tool.rung] url)")
-    g.add_argument("--migrator", metavar="MODULE:ATTR",
-                   help="the registry (else RUNG_MIGRATOR, else [tool.rung] migrator)")
-    g.add_argument("--table", help="tracking table (default rung_migrations)")
-    g.add_argument("--lock-timeout", type=float, metavar="SECONDS",
-                   help="how long to wait for another run's lock (default 60)")
-    g.add_argument("--lock-lease", type=float, metavar="SECONDS",
-                   help="how long a dead run's lock keeps others waiting (default 30)")
-    g.add_argument("--per-migration", action="store_true",
-                   help="commit each migration on its own, not all in one transaction")
-    g.add_argument("--pooler", choices=("none", "transaction"),
-                   help="'transaction' behind PgBouncer-style transaction pooling")
-    g.add_argument("--wait", type=float, metavar="SECONDS",
-                   help="keep retrying until the database accepts connections")
-    g.add_argument("-v", "--verbose", action="count", help="more detail, and tracebacks")
-    g.add_argument("-q", "--quiet", action="store_true", help="only results and errors")
+    for flags, keywords, text in GLOBALS:
+        dest = flags[-1].lstrip("-").replace("-", "_")
+        shown = uses is None or dest in uses or dest in ("verbose", "quiet")
+        g.add_argument(*flags, **keywords, help=text if shown else argparse.SUPPRESS)
     return parent
-# fmt: on
 
 
 # Each command: what it does. Its function is ``rung.commands.cmd_<name>``.
@@ -119,15 +157,17 @@ COMMANDS: dict[str, str] = {
 FLAG: dict[str, Any] = {"action": "store_true"}
 JSON = (("--json",), {**FLAG, "help": "print the result as JSON"})
 YES = (("-y", "--yes"), {**FLAG, "help": "do not ask for confirmation"})
-STEPS = (("-n", "--steps"),
-         {"dest": "n", "type": _positive, "metavar": "N", "help": "only the next N migrations"})
+NEXT = (("-n", "--steps"), {"dest": "n", "type": _positive, "metavar": "N",
+                            "help": "only the next N pending migrations"})
+NEWEST = (("-n", "--steps"), {"dest": "n", "type": _positive, "metavar": "N",
+                              "help": "the newest N applied migrations"})
 DRY = (("--dry-run",), {**FLAG, "help": "print the SQL it would run; change nothing"})
 SCRATCH = (("--scratch-url",), {"metavar": "URL", "help": "scratch database (default: temporary)"})
 OPTIONS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
     "init": [(("dir",), {"nargs": "?", "help": "the project folder (default: here)"})],
     "new": [(("name",), {"help": "what it does, e.g. add_priority_to_todos"})],
     "up": [
-        STEPS,
+        NEXT,
         (("--to",), {"metavar": "NAME", "help": "up to and including NAME"}),
         (("--out-of-order",), {**FLAG, "help": "apply pending ones older than applied ones"}),
         DRY,
@@ -137,7 +177,7 @@ OPTIONS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
         JSON,
     ],
     "down": [
-        STEPS,
+        NEWEST,
         (("--to",), {"metavar": "NAME", "help": "down to NAME, which stays applied"}),
         (("--all",), {**FLAG, "help": "revert every migration"}),
         DRY,
@@ -167,13 +207,37 @@ OPTIONS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
     "drift": [
         (("--replay",), {**FLAG, "help": "compare with the history replayed on scratch"}),
         SCRATCH,
-        (("--exclude",), {"action": "append", "metavar": "PATTERN", "help": "ignore tables"}),
+        (("--exclude",), {"action": "append", "metavar": "PATTERN",
+                          "help": "ignore tables whose names match PATTERN, fnmatch-style "
+                                  "(*, ?, [abc]; 'tmp_*'); may be repeated"}),
         JSON,
     ],
 }
 # fmt: on
+# The global options each command uses, listed in its --help (the others are accepted
+# anywhere, as global options are, and shown by 'rung --help').
+_DATABASE = frozenset({"url", "migrator", "table", "pooler", "wait"})
+_LOCKING = _DATABASE | {"lock_timeout", "lock_lease"}
+USES: dict[str, frozenset[str]] = {
+    "init": frozenset(),
+    "new": frozenset({"migrator"}),
+    "up": _LOCKING | {"per_migration"},
+    "down": _LOCKING | {"per_migration"},
+    "status": _DATABASE,
+    "show": _DATABASE,
+    "fresh": _LOCKING | {"per_migration"},
+    "refresh": _LOCKING | {"per_migration"},
+    "reset": _LOCKING | {"per_migration"},
+    "baseline": _LOCKING,
+    "repair": _LOCKING,
+    "unlock": _DATABASE - {"migrator"},
+    "check": frozenset({"migrator"}),
+    "verify": _DATABASE,
+    "drift": _DATABASE,
+}
 # Options that exclude each other, by their argparse dest: the flag users type.
 EXCLUSIVE = {
+    "up": {"n": "-n", "to": "--to"},
     "down": {"n": "-n", "to": "--to", "all": "--all"},
     "repair": {"applied": "--applied", "not_applied": "--not-applied"},
 }
@@ -192,13 +256,18 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rung {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     chosen = _command_in(argv)
+    parser.known_options = set(parser._option_string_actions)
     for name, text in COMMANDS.items():
         if name != chosen:
             commands.add_parser(name, help=text, add_help=False)
             continue
-        sub = commands.add_parser(name, parents=[common], help=text, description=text)
+        sub = commands.add_parser(
+            name, parents=[_global_options(USES[name])], help=text, description=text
+        )
         for flags, keywords in OPTIONS[name]:
             sub.add_argument(*flags, **keywords)
+        parser.command = name
+        parser.known_options = set(sub._option_string_actions)
     return parser
 
 
@@ -256,7 +325,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from rung import commands
     from rung import config as configuration
-    from rung.errors import RungError
+    from rung.errors import MigrationFailed, RungError
     from rung.output import LibraryHandler, Output, ProgressHandler
 
     verbose = getattr(args, "verbose", 0)
@@ -285,6 +354,8 @@ def _run(args: argparse.Namespace) -> int:
         return int(result)
     except RungError as exc:
         out.end_line("failed")
+        if isinstance(exc, MigrationFailed):
+            out.rolled_back(exc)
         if verbose:
             out.traceback(exc)
         out.error(exc.message, _hint(exc, ctx))

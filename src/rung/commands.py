@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from rung import config as configuration
 from rung import output
-from rung.errors import RungError, SchemaError, UnknownTarget, UsageError
+from rung.errors import ConfigError, RungError, SchemaError, UnknownTarget, UsageError
 from rung.output import Output
 
 if TYPE_CHECKING:
@@ -41,7 +41,24 @@ class Context:
         from rung.registry import load_migrator
 
         configuration.add_to_path(self.cfg.root)
-        return load_migrator(self.cfg.migrator)
+        try:
+            return load_migrator(self.cfg.migrator)
+        except ConfigError as exc:
+            if isinstance(exc.__cause__, ModuleNotFoundError) and not self._a_project():
+                raise ConfigError(
+                    f"no rung project in {self.cfg.root}: no pyproject.toml with a [tool.rung] "
+                    f"section here or above, and the registry {self.cfg.migrator} does not "
+                    "import; create the layout with 'rung init', or run from your project's "
+                    "folder"
+                ) from exc
+            raise
+
+    def _a_project(self) -> bool:
+        """Whether the configuration names a registry: a [tool.rung] section, or the
+        migrator given by flag or environment."""
+        if "migrator" in self.cfg.sources:
+            return True
+        return bool(configuration.read_section(self.cfg.root / "pyproject.toml"))
 
     @functools.cached_property
     def migrations(self) -> tuple[Migration, ...]:
@@ -49,6 +66,30 @@ class Context:
         from rung.registry import migrations_of
 
         return migrations_of(self.registry)
+
+    @functools.cached_property
+    def folder(self) -> Path:
+        """The registry's folder, where ``rung new`` puts migrations."""
+        self.registry  # noqa: B018  (imports it)
+        module = sys.modules[self.cfg.migrator.partition(":")[0]]
+        return Path(module.__file__ or ".").parent
+
+    def warn_unregistered(self) -> None:
+        """One line naming migration files in the registry's folder that it does not list:
+        a forgotten registration is otherwise invisible to ``up`` and ``status``."""
+        from rung.registry import unregistered
+
+        found = unregistered(self.migrations, self.folder)
+        if found:
+            where = _relative(self.folder, self.cfg.root)
+            shown = ", ".join(f"{n}.py" for n in found[:3]) + (", ..." if len(found) > 3 else "")
+            self.out.warn(
+                f"{output.count(len(found), 'migration file')} in {where} "
+                f"{'is' if len(found) == 1 else 'are'} not registered, so rung ignores "
+                f"{'it' if len(found) == 1 else 'them'}: {shown}; add "
+                f"{'it' if len(found) == 1 else 'them'} to migrations() in the registry, or "
+                "delete the file ('rung check' lists every problem)"
+            )
 
     @functools.cached_property
     def url(self) -> sa.URL:
@@ -69,7 +110,7 @@ class Context:
         from rung.plan import check_target
 
         url = self.url
-        check_target(self.migrations, getattr(self.args, "to", None))
+        check_target(self.migrations, self.target(getattr(self.args, "to", None)))
         dialect_named(url.get_backend_name()).check_location(url, must_exist=must_exist)
         engine = create_engine(url, pooler=self.cfg.pooler)
         try:
@@ -78,11 +119,11 @@ class Context:
         finally:
             await engine.dispose()
 
-    def target(self, name: str | None) -> str | None:
+    def target(self, name: str | None, option: str = "--to") -> str | None:
         """The registered migration ``name`` means (a unique part of a name will do)."""
         if name is None:
             return None
-        return _find_name([m.name for m in self.migrations], name, "--to")
+        return _find_name([m.name for m in self.migrations], name, option)
 
     def confirm(self, what: str) -> None:
         """Ask on a terminal; elsewhere demand --yes."""
@@ -101,6 +142,7 @@ class Context:
             raise RungError(f"rung {command} cancelled: nothing was changed")
 
     def report(self, done: Sequence[Executed], engine: AsyncEngine, nothing: str) -> int:
+        self.out.finished_ok.clear()  # what is reported here was kept
         output.executed(self.out, done, self._how(done, engine), nothing)
         return 0
 
@@ -155,6 +197,7 @@ async def cmd_up(ctx: Context) -> int:
     from rung.api import upgrade
 
     a, c = ctx.args, ctx.cfg
+    ctx.warn_unregistered()
     if a.check_drift or a.strict:  # before a dry run too: it shows what up would do
         async with ctx.database() as engine:
             await _drift_gate(ctx, engine, strict=a.strict)
@@ -202,6 +245,7 @@ async def cmd_status(ctx: Context) -> int:
 
     url = ctx.url  # the configuration first, then the registry, then the database
     migrations = ctx.migrations
+    ctx.warn_unregistered()
     holder = None
     if not _missing_file(url):
         async with ctx.database() as engine:
@@ -361,8 +405,7 @@ def cmd_check(ctx: Context) -> int:
     from rung.registry import collect, lint_folder, validate
 
     entries = collect(ctx.registry)
-    module = sys.modules[ctx.cfg.migrator.partition(":")[0]]
-    folder = Path(module.__file__ or ".").parent
+    folder = ctx.folder
     found = validate(entries) + lint_folder(
         [m for m in entries if isinstance(m, Migration)], folder
     )
@@ -387,7 +430,7 @@ async def cmd_verify(ctx: Context) -> int:
             engine,
             ctx.migrations,
             scratch_url=_scratch(ctx),
-            start_after=ctx.target(ctx.args.start_after),
+            start_after=ctx.target(ctx.args.start_after, "--from"),
             fail_fast=ctx.args.fail_fast,
             table=ctx.cfg.table,
         )
@@ -505,6 +548,13 @@ def _missing_file(url: sa.URL) -> bool:
         and not path.exists()
         and (path.parent.is_dir())
     )
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def _find(states: Sequence[MigrationState], name: str) -> MigrationState:

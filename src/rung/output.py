@@ -20,6 +20,7 @@ from typing import IO, TYPE_CHECKING, Any
 from rung.passwords import mask
 
 if TYPE_CHECKING:
+    from rung.errors import MigrationFailed
     from rung.lock import Holder
     from rung.migration import Statement
     from rung.plan import MigrationState
@@ -42,6 +43,8 @@ class Output:
         self.events = True  # render the runner's start/done events
         self.url = ""  # its password is masked in everything printed
         self._open_line = False
+        self._current: tuple[str, str] | None = None  # (verb, name) of the migration running
+        self.finished_ok: list[tuple[str, str]] = []  # (verb, name) of those reported "ok"
 
     def paint(self, text: str, colour: str, stream: IO[str] | None = None) -> str:
         stream = stream or sys.stdout
@@ -85,15 +88,33 @@ class Output:
         self._write(sys.stdout, json.dumps(value, indent=2, default=str))
 
     def started(self, verb: str, name: str) -> None:
+        self._current = (verb, name)
         if self.events and not self.quiet:
             self.end_line()
             _put(self.progress, f"{verb} {name} ... ")
             self._open_line = True
 
     def finished(self, ms: float) -> None:
+        if self._current is not None:
+            self.finished_ok.append(self._current)
+            self._current = None
         if self._open_line:
             self._open_line = False
             _put(self.progress, f"{self.paint('ok', 'green', self.progress)} ({duration(ms)})\n")
+
+    def rolled_back(self, exc: MigrationFailed) -> None:
+        """After a failure that rolled back migrations whose line said "ok": say so, so
+        that no "ok" above is taken for a migration the database kept."""
+        verb = "applying" if exc.direction == "up" else "reverting"
+        names = list(exc.rolled_back) or [
+            n for v, n in self.finished_ok if v == verb and n not in exc.done and n != exc.name
+        ]
+        if names:
+            what = "applied" if exc.direction == "up" else "reverted"
+            self.note(
+                f"rolled back with it: {', '.join(names)} ({what} above in the same "
+                "transaction, so not kept)"
+            )
 
     def end_line(self, word: str = "") -> None:
         """Finish a migration's line left open (with ``word``, e.g. "failed")."""
@@ -241,6 +262,14 @@ def executed(out: Output, done: Sequence[Executed], how: str, nothing: str) -> N
 def dry_run(out: Output, done: Sequence[Executed], verb: str) -> None:
     if out.as_json:
         out.data({"dry_run": True, "migrations": [executed_json(e) for e in done]})
+        return
+    if not done:
+        nothing = (
+            "nothing to apply: the database is up to date"
+            if verb == "apply"
+            else ("nothing to revert")
+        )
+        out.note(f"dry run: {nothing}")
         return
     for e in done:
         out.result(f"would {verb} {e.name}", "bold")

@@ -24,12 +24,23 @@ from rung.errors import (
 from rung.migration import Migration, Statement
 
 
-class Direction(str, enum.Enum):
+class Value(str, enum.Enum):
+    """An enum whose ``str()`` and f-string form is its plain value (``applied``, not
+    ``State.APPLIED``), on every Python rung supports."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Direction(Value):
     UP = "up"
     DOWN = "down"
 
 
-class State(str, enum.Enum):
+class State(Value):
     APPLIED = "applied"
     PENDING = "pending"
     MODIFIED = "modified"  # applied, but its code changed since
@@ -201,6 +212,10 @@ def _by_name(history: Sequence[Record]) -> list[Record]:
     return sorted(history, key=lambda r: r.name)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _more(names: Sequence[str]) -> str:
     return f" (and {len(names) - 1} more)" if len(names) > 1 else ""
 
@@ -243,10 +258,18 @@ def _to_reverse(
     chosen = chosen[: request.steps]
     irreversible = [m.name for m in chosen if m.down is None]
     if irreversible:
+        first = irreversible[0]
+        after = [m.name for m in chosen[: [m.name for m in chosen].index(first)]]
+        partial = (
+            f"; 'rung down --to {first}' reverts only the {_count(len(after), 'migration')} "
+            "after it"
+            if after
+            else ""
+        )
         raise Irreversible(
-            f"migration {irreversible[0]} has no down, so this downgrade would cross an "
-            f"irreversible step{_more(irreversible)}; write its down, or, for a database you "
-            "can throw away, start over with 'rung fresh'",
+            f"migration {first} has no down, so this downgrade would cross an irreversible "
+            f"step{_more(irreversible)}; write its down, or, for a database you can throw "
+            f"away, start over with 'rung fresh'{partial}",
             names=irreversible,
         )
     return chosen
@@ -321,7 +344,7 @@ def _from_record(r: Record, state: State, checksum: str | None) -> MigrationStat
     )
 
 
-class Resolution(str, enum.Enum):
+class Resolution(Value):
     ACCEPT_CHECKSUM = "accept the changed checksum"
     MARK_APPLIED = "mark as applied"
     MARK_NOT_APPLIED = "mark as not applied"

@@ -152,6 +152,13 @@ def _name_problems(name: object, position: int) -> list[str]:
     return []
 
 
+def unregistered(migrations: Sequence[Migration], folder: Path) -> list[str]:
+    """Names of the migration files in ``folder`` that ``migrations`` does not list."""
+    names = {m.name for m in migrations}
+    stems = (p.name[:-3] for p in folder.glob("m*.py"))
+    return sorted(s for s in stems if s not in names and NAME_PATTERN.fullmatch(s))
+
+
 def lint_folder(migrations: Sequence[Migration], folder: Path) -> list[str]:
     """Files-vs-registry problems: unregistered files, registered names without a file, order."""
     problems: list[str] = []
