@@ -4,17 +4,25 @@ this process against SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import os
 import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import rung
-from conftest import MigrationPackage
-from first_hour_support import Project, cli
-from rung.errors import MigrationFailed, UsageError
+from conftest import MYSQL_URL, SERVERS, MigrationPackage, require
+from first_hour_support import Project, Result, cli
+from rung.errors import MigrationFailed, RungError, UsageError
 
 TRANSACTIONAL_DDL = {"sqlite": True, "postgresql": True, "mariadb": False}
 
@@ -268,3 +276,269 @@ def test_show_json_gives_parameters_as_json_values(project: Project) -> None:
     assert "pending" in str(inserted) and "done" in str(inserted)
     flat = updated if isinstance(updated, list) else list(updated.values())
     assert 3 in flat and "done" in flat
+
+
+# -- 2. permanent connection errors fail at once; transient ones are waited for --------------
+
+
+def _unreachable(project: Project, url: str, wait: str = "30") -> tuple[Result, float]:
+    started = time.monotonic()
+    result = project.rung("status", "--wait", wait, "--url", url)
+    return result, time.monotonic() - started
+
+
+def _one_line_error(result: Result) -> str:
+    assert result.code == 2, result.text
+    assert result.out == ""
+    lines = [x for x in result.err.splitlines() if not x.startswith("rung: hint:")]
+    assert len(lines) == 1, result.err
+    return lines[0]
+
+
+@pytest.mark.parametrize("server", ["postgresql", "mariadb"])
+def test_a_missing_database_or_role_fails_at_once(
+    server: str, sqlite_project: Project, tmp_path: Path
+) -> None:
+    require(server)
+    base = sa.make_url(SERVERS[server])
+    cases = {
+        "no such database": base.set(database=f"rung_nowhere_{uuid.uuid4().hex[:8]}"),
+        "no such role": base.set(username=f"rung_nobody_{uuid.uuid4().hex[:8]}"),
+    }
+    for what, url in cases.items():
+        result, seconds = _unreachable(sqlite_project, url.render_as_string(False))
+        line = _one_line_error(result)
+        assert "waiting will not help" in line, (what, line)
+        assert "check the user, password and database name" in line
+        assert "waiting for" not in result.text and "--wait" not in line
+        assert seconds < 15, (what, seconds)  # not the 30 s of --wait
+
+
+def test_a_wrong_password_fails_at_once_on_mariadb(sqlite_project: Project) -> None:
+    require("mariadb")
+    user, secret = f"rung_pw_{uuid.uuid4().hex[:8]}", "Right-Pw-4812"
+    asyncio.run(
+        _execute(
+            MYSQL_URL,
+            f"CREATE USER '{user}'@'%' IDENTIFIED BY '{secret}'",
+            f"GRANT SELECT ON test.* TO '{user}'@'%'",
+        )
+    )
+    try:
+        url = sa.make_url(MYSQL_URL).set(username=user, password="Wrong-Pw-7305")
+        result, seconds = _unreachable(sqlite_project, url.render_as_string(False))
+        line = _one_line_error(result)
+        assert "wrong user name or password" in line and "waiting will not help" in line
+        assert "Wrong-Pw-7305" not in result.text and f"{user}:***@" in line
+        assert seconds < 15
+        right = url.set(password=secret).render_as_string(False)
+        assert sqlite_project.rung("status", "--url", right).code == 0
+    finally:
+        asyncio.run(_execute(MYSQL_URL, f"DROP USER IF EXISTS '{user}'@'%'"))
+
+
+@pytest.mark.xdist_group("password_postgres")
+def test_a_wrong_password_fails_at_once_on_postgresql(
+    password_postgres: str, sqlite_project: Project
+) -> None:
+    url = sa.make_url(password_postgres).set(password="Wrong-Pw-7305")
+    result, seconds = _unreachable(sqlite_project, url.render_as_string(False))
+    line = _one_line_error(result)
+    assert "wrong password" in line and "waiting will not help" in line, line
+    assert "Wrong-Pw-7305" not in result.text
+    assert seconds < 15
+    assert sqlite_project.rung("status", "--url", password_postgres).code == 0
+
+
+def test_a_refused_port_is_waited_for(sqlite_project: Project) -> None:
+    for scheme in ("postgres", "mysql"):
+        url = f"{scheme}://someone@127.0.0.1:1/x"
+        result, seconds = _unreachable(sqlite_project, url, wait="1.5")
+        assert result.code == 2
+        assert "waiting for" in result.out and "Connect call failed" in result.out
+        line = _one_line_error(dataclasses.replace(result, out=""))
+        assert "within 1.5 s" in line and "wait longer with --wait SECONDS" in line
+        assert 1.2 < seconds < 15
+        at_once = sqlite_project.rung("status", "--url", url)
+        assert "or wait for it with --wait SECONDS" in _one_line_error(at_once)
+
+
+@pytest.fixture(scope="session")
+def password_postgres() -> Iterator[str]:
+    """A PostgreSQL server of our own that asks for passwords (the shared one trusts
+    every local connection): the URL of its ``postgres`` user, with the right password."""
+    from servers.lifecycle import owned_folder, start_or_skip
+    from servers.process import free_port
+    from servers.standby import BIN, postgres, tool
+
+    secret = "Right-Pw-4812"
+
+    def start(folder: Path) -> tuple[object, int]:
+        (folder / "pw").write_text(secret)
+        os.chmod(folder / "pw", 0o644)
+        tool(str(BIN / "initdb"), "-D", str(folder / "data"), "-U", "postgres",
+             "--auth=scram-sha-256", f"--pwfile={folder / 'pw'}", "-E", "UTF8",
+             "--locale=C.UTF-8", "--no-sync")  # fmt: skip
+        port = free_port()
+        return postgres("password", folder / "data", port, folder), port
+
+    with owned_folder("rung-password-pg-") as folder:
+        server, port = start_or_skip("a PostgreSQL server with passwords", lambda: start(folder))
+        try:
+            yield f"postgresql+asyncpg://postgres:{secret}@127.0.0.1:{port}/postgres"
+        finally:
+            server.stop()  # type: ignore[attr-defined]
+
+
+async def _execute(url: str, *statements: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for statement in statements:
+                await conn.execute(sa.text(statement))
+    finally:
+        await engine.dispose()
+
+
+# -- 5. branch collisions: check names them; 'time' numbering avoids them --------------------
+
+
+def test_check_flags_numbers_made_on_two_branches(sqlite_project: Project) -> None:
+    p = sqlite_project
+    ours = p.add("add_owner", ["CREATE TABLE owners (id INTEGER)"])
+    assert p.rung("check").code == 0
+    theirs = "m20260408_000001_add_labels"  # the same day and number, on another branch
+    p.write(theirs, ["CREATE TABLE labels (id INTEGER)"])
+    p.register([ours, theirs])
+    result = p.rung("check")
+    assert result.code == 1, result.text
+    assert (
+        f"problem: migrations {theirs} and {ours} share the number 20260408_000001 (made on "
+        "two branches?)"
+    ) in result.out
+    older = "m20260407_000001_add_colour"  # merged after ours, but older
+    p.write(older, ["CREATE TABLE colours (id INTEGER)"])
+    p.register([ours, older])
+    (p.src / f"{theirs}.py").unlink()
+    result = p.rung("check")
+    assert result.code == 1
+    assert f"migration {older} is registered after {ours} but its name sorts before it" in (
+        result.out
+    )
+
+
+def test_time_numbering_does_not_collide_across_branches(tmp_path: Path) -> None:
+    from rung import scaffold
+
+    branches = [Project.create(tmp_path / b, "sqlite:///unused.db") for b in ("main", "feature")]
+    noon = datetime(2026, 11, 25, 12, 0, 0, tzinfo=timezone.utc)
+    names = []
+    for seconds, branch in enumerate(branches):
+        made = scaffold.new(
+            branch.root,
+            "server.migration.src.lib:Migrator",
+            "add_thing",
+            numbering="time",
+            now=noon + timedelta(minutes=3, seconds=seconds),
+        )
+        names.append(made.path.stem)
+    assert names == ["m20261125_120300_add_thing", "m20261125_120301_add_thing"]
+    sequence = [scaffold.new(b.root, "server.migration.src.lib:Migrator", "x") for b in branches]
+    assert sequence[0].path.stem.split("_")[1] == sequence[1].path.stem.split("_")[1]
+
+
+def test_time_numbering_is_set_in_pyproject(sqlite_project: Project) -> None:
+    pyproject = sqlite_project.root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + 'numbering = "time"\n')
+    before = datetime.now(timezone.utc)
+    first = sqlite_project.rung("new", "add_owner")
+    second = sqlite_project.rung("new", "add_labels")
+    assert first.code == 0 and second.code == 0, first.text + second.text
+    made = [Path(r.out.splitlines()[0]).stem for r in (first, second)]
+    stamps = [datetime.strptime(m[1:16], "%Y%m%d_%H%M%S") for m in made]
+    assert made[0] < made[1]  # in order, even within one second
+    assert abs(stamps[0] - before.replace(tzinfo=None)) < timedelta(seconds=30)
+    assert sqlite_project.rung("check").code == 0
+
+
+# -- 9. the public API names its misuse, and raises only RungError ---------------------------
+
+
+API_CALLS: dict[str, Callable[[Any, Any], Awaitable[object]]] = {
+    "upgrade": lambda e, m: rung.upgrade(e, m),
+    "downgrade": lambda e, m: rung.downgrade(e, m),
+    "status": lambda e, m: rung.status(e, m),
+    "repair": lambda e, m: rung.repair(e, m),
+    "baseline": lambda e, m: rung.baseline(e, m),
+    "fresh": lambda e, m: rung.fresh(e, m),
+    "dry_run": lambda e, m: rung.dry_run(e, m),
+    "verify": lambda e, m: rung.verify(e, m),
+    "drift": lambda e, m: rung.drift(e, m),
+    "lock_holder": lambda e, m: rung.lock_holder(e),
+    "unlock": lambda e, m: rung.unlock(e),
+}
+
+
+@pytest.mark.parametrize("call", sorted(API_CALLS))
+async def test_a_wrong_engine_is_named(call: str, tmp_path: Path) -> None:
+    sync = sa.create_engine(f"sqlite:///{tmp_path / 'sync.db'}")
+    wrong: list[tuple[object, str]] = [
+        (sync, "rung needs an AsyncEngine, and this is a synchronous Engine; create it with "
+               "sqlalchemy.ext.asyncio.create_async_engine(...) or rung.create_engine(url)"),
+        ("sqlite+aiosqlite:///app.db", "rung needs an AsyncEngine, not str; create one with "
+                                       "rung.create_engine(url)"),
+        (None, "rung needs an AsyncEngine, not NoneType; create one with rung.create_engine(url)"),
+    ]  # fmt: skip
+    for engine, message in wrong:
+        with pytest.raises(UsageError) as raised:
+            await API_CALLS[call](engine, [])
+        assert str(raised.value) == message
+    assert not (tmp_path / "sync.db").exists()
+    sync.dispose()
+
+
+async def test_api_misuse_raises_rung_errors(engine: AsyncEngine) -> None:
+    misuse: list[Callable[[], Awaitable[object]]] = [
+        lambda: rung.upgrade(engine, "not a registry"),  # type: ignore[arg-type]
+        lambda: rung.upgrade(engine, {"a": 1}),  # type: ignore[arg-type]
+        lambda: rung.upgrade(engine, [object()]),  # type: ignore[list-item]
+        lambda: rung.upgrade(engine, [], steps=0),
+        lambda: rung.upgrade(engine, [], to="m20260101_000001_nowhere"),
+        lambda: rung.downgrade(engine, [], steps=1, all=True),
+        lambda: rung.dry_run(engine, [], "sideways"),
+        lambda: rung.repair(engine, [], "m20260101_000001_nowhere", applied=True),
+    ]
+    for number, call in enumerate(misuse):
+        with pytest.raises(RungError):
+            await call()
+            pytest.fail(f"misuse {number} raised nothing")
+
+
+# -- 16. a repair that changes the history makes stored drift say the snapshot is stale ------
+
+
+def test_drift_after_repair_not_applied_says_the_snapshot_is_stale(project: Project) -> None:
+    project.add(
+        "create_todos", ["CREATE TABLE todos (id INTEGER PRIMARY KEY)"], ["DROP TABLE todos"]
+    )
+    flag = project.add(
+        "add_flag",
+        ["ALTER TABLE todos ADD temp_flag VARCHAR(8)"],
+        ["ALTER TABLE todos DROP COLUMN temp_flag"],
+    )
+    assert project.rung("up").code == 0
+    clean = project.rung("drift")
+    assert clean.code == 0 and "no drift from rung's last run" in clean.out
+    repaired = project.rung("repair", "add_flag", "--not-applied")  # a part of the name will do
+    assert repaired.code == 0 and f"{flag}: mark as not applied" in repaired.out, repaired.text
+    stored = project.rung("drift")
+    assert stored.code == 2 and "no drift" not in stored.text
+    assert (
+        f"the stored schema snapshot was dropped because 'rung repair {flag}' marked it not applied"
+    ) in _one_line_error(stored)
+    assert "rung drift --replay" in stored.err
+    as_json = project.rung("drift", "--json")
+    assert as_json.code == 2 and as_json.out == ""
+    replay = project.rung("drift", "--replay")
+    assert replay.code == 1 and "column todos.temp_flag" in replay.out
+    assert "temp_flag" in project.columns("todos")

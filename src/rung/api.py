@@ -231,6 +231,8 @@ async def dry_run(
     """What ``upgrade`` (or ``downgrade`` with ``direction="down"``) would execute, run for
     real on a scratch database brought to this database's recorded state; the database
     itself is only read. Nothing to do: ``[]``."""
+    if direction not in ("up", "down"):
+        raise UsageError(f"dry_run's direction is 'up' or 'down', not {direction!r}")
     request = Request(Direction(direction), steps, to, out_of_order)
     async with _public(engine):
         return await dryrun.dry_run(

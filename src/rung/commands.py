@@ -182,7 +182,7 @@ def cmd_init(ctx: Context) -> int:
 def cmd_new(ctx: Context) -> int:
     from rung import scaffold
 
-    made = scaffold.new(ctx.cfg.root, ctx.cfg.migrator, ctx.args.name)
+    made = scaffold.new(ctx.cfg.root, ctx.cfg.migrator, ctx.args.name, numbering=ctx.cfg.numbering)
     ctx.out.result(str(made.path.relative_to(ctx.cfg.root)))
     if made.registered:
         ctx.out.note(f"registered at the end of {made.lib.relative_to(ctx.cfg.root)}")
@@ -378,11 +378,16 @@ async def cmd_repair(ctx: Context) -> int:
 
     a, c = ctx.args, ctx.cfg
     applied = True if a.applied else False if a.not_applied else None
+    registered = [m.name for m in ctx.migrations]
+    # A unique part of a registered name will do; an unknown entry needs its full name.
+    name = a.name
+    if name is not None and name not in registered and any(name in n for n in registered):
+        name = _find_name(registered, name, "")
     async with ctx.database(must_exist=True) as engine:
         done = await repair(
             engine,
             ctx.migrations,
-            a.name,
+            name,
             applied=applied,
             table=c.table,
             lock_timeout=c.lock_timeout,

@@ -50,7 +50,9 @@ PYPROJECT_KEYS = (
     "pooler",
     "scratch_url",
     "exclude",
+    "numbering",
 )
+NUMBERINGS = ("sequence", "time")  # how 'rung new' numbers a migration within its day
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class Config:
     pooler: bool = False  # a transaction pooler (PgBouncer) sits between rung and the server
     scratch_url: str | None = None
     exclude: tuple[str, ...] = ()
+    numbering: str = "sequence"
     wait: float = 0.0
     url_root: Path | None = None  # where a relative file path in the URL is anchored
     sources: Mapping[str, str] = field(default_factory=dict)  # setting: where it came from
@@ -107,6 +110,7 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str], cwd: Path) -> Con
         pooler=_choice(values, sources, "pooler", POOLERS) == "transaction",
         scratch_url=values.get("scratch_url") or None,
         exclude=_patterns(values, sources, "exclude"),
+        numbering=_choice(values, sources, "numbering", NUMBERINGS),
         wait=_seconds(values, sources, "wait", 0.0),
         url_root=root if from_file else None,
         sources=sources,

@@ -180,4 +180,16 @@ def lint_folder(migrations: Sequence[Migration], folder: Path) -> list[str]:
                 f"migration {later} is registered after {earlier} but its name sorts before it; "
                 "keep the registry in the order of the names' dates"
             )
+    by_number: dict[str, list[str]] = {}
+    for name in sorted(set(names) | files):
+        match = NAME_PATTERN.fullmatch(name)
+        if match:
+            by_number.setdefault(f"{match[1]}_{match[2]}", []).append(name)
+    for number, same in sorted(by_number.items()):
+        if len(same) > 1:
+            problems.append(
+                f"migrations {' and '.join(same)} share the number {number} (made on two "
+                "branches?); rename the one that is applied nowhere yet to a free number, "
+                "and register it in that order"
+            )
     return problems

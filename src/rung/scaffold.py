@@ -14,7 +14,7 @@ import shutil
 import sys
 import unicodedata
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from rung.config import read_section
@@ -235,9 +235,22 @@ def module_file(root: Path, module: str) -> Path | None:
     return None
 
 
-def new(root: Path, migrator: str, name: str, today: date | None = None) -> Created:
-    """Create the migration module ``m{date}_{seq}_{slug}.py`` next to the registry and
-    register it at the end of the registry in lib.py, or say what to add."""
+def new(
+    root: Path,
+    migrator: str,
+    name: str,
+    today: date | None = None,
+    *,
+    numbering: str = "sequence",
+    now: datetime | None = None,
+) -> Created:
+    """Create the migration module ``m{date}_{number}_{slug}.py`` next to the registry and
+    register it at the end of the registry in lib.py, or say what to add.
+
+    ``numbering="sequence"``: the date is today's and the number the next one free that
+    day (000001, 000002, ...). ``numbering="time"``: date and number are the UTC date and
+    time of day (``m20261125_183012_...``), so that migrations made on two branches do
+    not collide unless made in the same second; still above any number taken that day."""
     slug = slug_of(name)
     module, _, attr = migrator.partition(":")
     lib = module_file(root, module)
@@ -249,8 +262,14 @@ def new(root: Path, migrator: str, name: str, today: date | None = None) -> Crea
     package = module if lib.name == "__init__.py" else module.rpartition(".")[0]
     with lib.open(encoding="utf-8", newline="") as f:
         source = f.read()  # as it is: \r\n stays \r\n
-    day = (today or date.today()).strftime("%Y%m%d")
-    full = f"m{day}_{_next_sequence(lib.parent, source, day):06d}_{slug}"
+    if numbering == "time":
+        moment = now or datetime.now(timezone.utc)
+        day = moment.strftime("%Y%m%d")
+        number = max(int(moment.strftime("%H%M%S")), _next_sequence(lib.parent, source, day))
+    else:
+        day = (today or date.today()).strftime("%Y%m%d")
+        number = _next_sequence(lib.parent, source, day)
+    full = f"m{day}_{number:06d}_{slug}"
     path = _create(lib.parent / f"{full}.py", MIGRATION_PY.format(title=_title(slug), name=full))
     import_line = f"from {package} import {full}" if package else f"import {full}"
     lines = (import_line, f"Migration.from_module({full}),")
