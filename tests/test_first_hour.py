@@ -542,3 +542,83 @@ def test_drift_after_repair_not_applied_says_the_snapshot_is_stale(project: Proj
     replay = project.rung("drift", "--replay")
     assert replay.code == 1 and "column todos.temp_flag" in replay.out
     assert "temp_flag" in project.columns("todos")
+
+
+# -- 10. a cut statement is marked as cut; rung show keeps it whole --------------------------
+
+LONG_ALTER = (
+    "ALTER TABLE todos\n"
+    "    ADD COLUMN a_rather_long_column_name_for_the_priority_of_each_todo INTEGER NULL,\n"
+    "    ADD COLUMN another_rather_long_column_name_for_the_owner VARCHAR(64) NULL"
+)
+
+
+def test_kept_statements_are_cut_with_a_mark_and_shown_whole(project: Project) -> None:
+    if TRANSACTIONAL_DDL[backend_of(project.url)]:
+        result = project.rung("status")  # nothing is kept part-way where DDL rolls back
+        assert result.code == 0
+        return
+    project.add("create_todos", ["CREATE TABLE todos (id INTEGER PRIMARY KEY)"])
+    name = project.add("add_columns", [LONG_ALTER, "UPDATE todos SET no_such_column = 1"])
+    failed = project.rung("up")
+    assert failed.code == 1
+    error = _one_line_error_of(failed)
+    start = "ALTER TABLE todos ADD COLUMN a_rather_long_column_name_for_the_priority_of_each_todo"
+    assert f"kept 1 statement(s) it had run before the failure: {start}" in error
+    assert " ... ;" in error or " ...;" in error, error
+    assert "VARCHAR(64) NULL" not in error  # the end was cut, and the cut is marked
+    refused = project.rung("up")
+    assert refused.code == 1 and f"the database kept: {start}" in refused.err
+    assert "VARCHAR(64) NULL" not in refused.err and " ..." in refused.err
+    shown = project.rung("show", name, "--json")
+    assert shown.json()["statements"][0]["sql"] == LONG_ALTER  # whole, as it ran
+
+
+def test_a_huge_statement_is_journaled_with_its_cut_marked(project: Project) -> None:
+    huge = f"SELECT 1 /* {'x' * 25_000} */"
+    name = project.add("huge", [huge])
+    assert project.rung("up").code == 0
+    (statement,) = project.rung("show", name, "--json").json()["statements"]
+    assert len(statement["sql"]) == 20_000
+    assert statement["sql"].endswith(f" ... (cut: {len(huge):,} characters in all)")
+
+
+def test_clip_marks_the_cut_and_keeps_one_line() -> None:
+    from rung.errors import clip
+
+    assert clip("SELECT 1", 120) == "SELECT 1"
+    assert clip("CREATE TABLE t (\n    id INTEGER\n)", 120) == "CREATE TABLE t ( id INTEGER )"
+    assert clip("x" * 200, 20) == "x" * 16 + " ..."
+
+
+def _one_line_error_of(result: Result) -> str:
+    errors = [x for x in result.err.splitlines() if x.startswith("rung: error:")]
+    assert len(errors) == 1, result.err
+    return errors[0]
+
+
+# -- 11. verify: the failure before what it stopped, and every round trip counted ------------
+
+
+def test_verify_prints_failures_first_and_counts_what_it_ran(project: Project) -> None:
+    project.add("create_one", ["CREATE TABLE one (id INTEGER)"], ["DROP TABLE one"])
+    project.add("create_two", ["CREATE TABLE two (id INTEGER)"], None)
+    broken = project.add(
+        "create_three", ["CREATE TABLE three (id INTEGER)"], "raise RuntimeError('no')"
+    )
+    later = project.add("create_four", ["CREATE TABLE four (id INTEGER)"], ["DROP TABLE four"])
+    result = project.rung("verify")
+    assert result.code == 1, result.text
+    lines = result.out.splitlines()
+    assert lines[0].startswith(f"problem: down of {broken} fails: RuntimeError: no"), lines
+    assert lines[1:] == [
+        f"not reversible, so applied without a round trip: {project.names[1]}",
+        f"not checked, after the failure above: 1 migration ({later} to {later})",
+        "checked 2 migrations: 1 problem",  # create_one, and create_three that failed
+    ]
+    clean = project.names[:2]
+    project.register(clean)
+    ok = project.rung("verify")
+    assert ok.code == 0 and ok.out.splitlines()[-1] == (
+        "checked 1 migration: every down reverses its up"
+    )

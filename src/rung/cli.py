@@ -325,7 +325,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from rung import commands
     from rung import config as configuration
-    from rung.errors import MigrationFailed, RungError
+    from rung.errors import MigrationFailed, RungError, clip
     from rung.output import LibraryHandler, Output, ProgressHandler
 
     verbose = getattr(args, "verbose", 0)
@@ -372,7 +372,7 @@ def _run(args: argparse.Namespace) -> int:
         if verbose:
             out.traceback(exc)
         lines = str(exc).strip().splitlines()
-        text = f"unexpected {type(exc).__name__}: {lines[0] if lines else ''}"[:500]
+        text = clip(f"unexpected {type(exc).__name__}: {lines[0] if lines else ''}", 500)
         out.error(text, "" if verbose else "run again with -v for the traceback")
         return 1
     finally:

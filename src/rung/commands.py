@@ -442,16 +442,7 @@ async def cmd_verify(ctx: Context) -> int:
     if ctx.out.as_json:
         ctx.out.data(output.verify_json(report))
         return 0 if report.ok else 1
-    found = [f.message + "".join(f"\n    {d}" for d in f.differences) for f in report.failures]
-    for name in report.irreversible:
-        ctx.out.note(f"not reversible, so applied without a round trip: {name}")
-    if report.not_checked:
-        skipped = output.count(len(report.not_checked), "migration")
-        first, last = report.not_checked[0], report.not_checked[-1]
-        ctx.out.note(f"not checked, after the failure above: {skipped} ({first} to {last})")
-    checked = output.count(len(report.checked), "migration")
-    summary = output.count(len(found), "problem") if found else "every down reverses its up"
-    output.problems(ctx.out, found, f"checked {checked}: {summary}")
+    output.verify(ctx.out, report)
     return 0 if report.ok else 1
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from rung import config
 from rung.dialects import BACKENDS, backend_named, dialect_named
-from rung.errors import ConfigError, DatabaseUnreachable, RungError, UsageError
+from rung.errors import ConfigError, DatabaseUnreachable, RungError, UsageError, clip
 from rung.passwords import mask, password_of
 
 logger = logging.getLogger("rung")
@@ -277,4 +277,4 @@ def _reason(exc: BaseException) -> str:
     text = str(cause).strip().splitlines()
     if "Timeout" in type(cause).__name__ and not text:  # asyncio's has no message
         text = [f"no answer within {CONNECT_TIMEOUT:g} s"]
-    return (f"{type(cause).__name__}: {text[0]}" if text else type(cause).__name__)[:300]
+    return clip(f"{type(cause).__name__}: {text[0]}" if text else type(cause).__name__, 300)

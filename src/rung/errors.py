@@ -32,6 +32,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+def clip(text: str, width: int) -> str:
+    """``text`` on one line and cut to ``width`` characters, the cut marked with " ...", so
+    that a cut statement or message is never taken for the whole of it."""
+    one_line = " ".join(text.split())
+    if len(one_line) <= width:
+        return one_line
+    return one_line[: max(width - 4, 1)].rstrip() + " ..."
+
+
 class RungError(Exception):
     """Base of every rung error: ``str(err)`` is one line that names the problem and the fix."""
 

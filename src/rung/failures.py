@@ -9,11 +9,10 @@ from collections.abc import Iterator, Sequence
 import sqlalchemy as sa
 
 from rung.dialects.base import Dialect
-from rung.errors import MigrationFailed, RungError
+from rung.errors import MigrationFailed, RungError, clip
 from rung.migration import Migration, Statement
-from rung.plan import Direction
+from rung.plan import SHOWN_SQL, Direction
 
-SHOWN_SQL = 120  # characters of a kept statement in a message; 'rung show' has it all
 # Driver errors that only say the connection is gone, or that its state is now broken.
 _LOST_NAMES = {"ConnectionDoesNotExistError", "InternalClientError", "ConnectionResetError"}
 
@@ -82,7 +81,7 @@ def failure(
         outcome = f"the database kept none of its statements, so it stays {before}"
         hint = fix
     else:
-        statements = "; ".join(clip(s.sql.splitlines()[0] if s.sql else "") for s in kept)
+        statements = "; ".join(clip(s.sql, SHOWN_SQL) for s in kept)
         outcome = (
             f"the database kept {len(kept)} statement(s) it had run before the failure: "
             f"{statements}"
@@ -111,12 +110,6 @@ def in_flight_kept(dialect: Dialect, failed: Failed, in_transaction: bool) -> bo
     return bool(dialect.kept_after_failure([probe], in_transaction, failed.failing))
 
 
-def clip(text: str, width: int = SHOWN_SQL) -> str:
-    """``text`` cut to ``width`` characters, the cut marked, so it is never taken for the
-    whole statement."""
-    return text if len(text) <= width else text[: width - 4].rstrip() + " ..."
-
-
 def is_lost(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it) says the connection is gone."""
     for e in _chain(exc):
@@ -134,7 +127,7 @@ def one_line(exc: BaseException) -> str:
         return exc.message
     text = str(shown).strip()
     first = text.splitlines()[0] if text else ""
-    return f"{type(shown).__name__}: {first}"[:500]
+    return clip(f"{type(shown).__name__}: {first}", 500)
 
 
 def _cause_text(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rung.history import MAX_SQL_CHARS
 from rung.migration import Statement
 
 MAX_PARAMS_CHARS = 2_000
@@ -75,7 +76,17 @@ class Journal:
         self.pending = None
         elapsed = (time.perf_counter() - self._started) * 1000
         shown = as_json(params) if params else None
-        self.statements.append(Statement(textwrap.dedent(sql).strip(), shown, round(elapsed, 3)))
+        self.statements.append(Statement(as_kept(sql), shown, round(elapsed, 3)))
+
+
+def as_kept(sql: str) -> str:
+    """A statement as the journal keeps it: dedented, and past ``MAX_SQL_CHARS`` (what the
+    history stores) cut with the cut marked, so that no one takes it for the whole."""
+    text = textwrap.dedent(sql).strip()
+    if len(text) <= MAX_SQL_CHARS:
+        return text
+    mark = f" ... (cut: {len(text):,} characters in all)"
+    return text[: MAX_SQL_CHARS - len(mark)] + mark
 
 
 def as_json(params: object) -> object:

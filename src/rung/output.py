@@ -345,6 +345,29 @@ def show(out: Output, s: MigrationState) -> None:
         out.result(indent(f"   ({params}{duration(statement.duration_ms)})"))
 
 
+def verify(out: Output, report: VerifyReport) -> None:
+    """The problems first, then what was not round-tripped and why, then the count of
+    the migrations whose round trip ran (the one that failed part-way included)."""
+    for f in report.failures:
+        out.result(f"problem: {f.message}" + "".join(f"\n    {d}" for d in f.differences), "red")
+    for name in report.irreversible:
+        out.note(f"not reversible, so applied without a round trip: {name}")
+    if report.not_checked:
+        names = report.not_checked
+        skipped = count(len(names), "migration")
+        out.note(f"not checked, after the failure above: {skipped} ({names[0]} to {names[-1]})")
+    raised = {
+        f.name
+        for f in report.failures
+        if f.step != "final downgrade" and f.name not in report.checked
+    }
+    checked = count(len(report.checked) + len(raised), "migration")
+    found = len(report.failures)
+    out.note(
+        f"checked {checked}: {count(found, 'problem') if found else 'every down reverses its up'}"
+    )
+
+
 def problems(out: Output, found: Sequence[str], summary: str) -> None:
     """``rung check``'s and the safety nets' findings, one per line."""
     for problem in found:

@@ -20,8 +20,11 @@ from rung.errors import (
     UnknownApplied,
     UnknownTarget,
     UsageError,
+    clip,
 )
 from rung.migration import Migration, Statement
+
+SHOWN_SQL = 120  # characters of a kept statement in a message; 'rung show' has it all
 
 
 class Value(str, enum.Enum):
@@ -194,7 +197,7 @@ def _needs_repair(record: Record) -> str:
     failed = record.state == "failed"
     how = "failed part-way" if failed else "was interrupted part-way"
     if record.statements:
-        shown = "; ".join(s.sql.splitlines()[0][:80] for s in record.statements[:3])
+        shown = "; ".join(clip(s.sql, SHOWN_SQL) for s in record.statements[:3])
         more = f" and {len(record.statements) - 3} more" if len(record.statements) > 3 else ""
         # A killed run cannot tell whether the statement it was running went through.
         after = "" if failed else ", and perhaps the statement after those"
