@@ -56,7 +56,7 @@ class Tool:
             try:
                 metadata.version(package)
             except metadata.PackageNotFoundError:
-                return f"{package} is not installed (pip install -e '.[bench]')"
+                return f"{package} is not installed (pip install -r benchmarks/requirements.txt)"
         return None
 
     def versions(self) -> dict[str, str]:
