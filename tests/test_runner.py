@@ -282,6 +282,39 @@ async def test_non_transactional_failure_is_recorded_failed(
     assert (await history_rows(engine))[-1] == (bad, "failed")
 
 
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_failed_concurrent_index_build_leaves_no_invalid_index(
+    engine: AsyncEngine, migrations: MigrationPackage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CREATE UNIQUE INDEX CONCURRENTLY over duplicate values fails and leaves an INVALID
+    index; it is certainly the migration's own (new, and named by the failing statement),
+    so rung drops it: the migration stays pending, and once the data is fixed it applies."""
+    migrations.add(
+        "t",
+        sql("CREATE TABLE t (v INTEGER)") + "\n" + sql("INSERT INTO t VALUES (1), (1)"),
+        sql("DROP TABLE t"),
+    )
+    index = migrations.add(
+        "unique_v",
+        sql("CREATE UNIQUE INDEX CONCURRENTLY ix_t_v ON t (v)"),
+        sql("DROP INDEX CONCURRENTLY ix_t_v"),
+        transactional=False,
+    )
+    caplog.set_level(logging.WARNING, logger="rung")
+    with pytest.raises(errors.MigrationFailed, match="kept none of its statements") as caught:
+        await rung.upgrade(engine, migrations.registry())
+    assert "could not create unique index" in str(caught.value)
+    assert "dropped ix_t_v, which the failed statement left half-made" in caplog.text
+    invalid = "SELECT count(*) FROM pg_index WHERE NOT indisvalid"
+    async with engine.connect() as conn:
+        assert await conn.scalar(sa.text(invalid)) == 0
+        assert await conn.scalar(sa.text("SELECT to_regclass('ix_t_v')")) is None
+    assert (await history_rows(engine))[-1] == (migrations.names[0], "applied")
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("DELETE FROM t"))
+    assert [d.name for d in await rung.upgrade(engine, migrations.registry())] == [index]
+
+
 async def test_unknown_future_and_out_of_order_histories(
     engine: AsyncEngine, migrations: MigrationPackage, caplog: pytest.LogCaptureFixture
 ) -> None:
