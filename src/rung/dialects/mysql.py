@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from rung.dialects.base import checked_database_name, drop_in_order
+from rung.dialects.base import checked_database_name
 from rung.errors import LockTimeout
 from rung.plan import Statement
 
@@ -24,12 +24,6 @@ _IMPLICIT_COMMIT = re.compile(
     r"|CHECK|FLUSH|RESET|CACHE|COMMIT|BEGIN|START\s+TRANSACTION|SET\s+(?:@@(?:SESSION\.)?)?"
     r"AUTOCOMMIT)\b",
     re.IGNORECASE | re.DOTALL,
-)
-
-_OBJECTS = sa.text(
-    "SELECT IF(TABLE_TYPE = 'VIEW', 'VIEW', IF(TABLE_TYPE = 'SEQUENCE', 'SEQUENCE', 'TABLE')), "
-    "TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
-    "ORDER BY TABLE_TYPE = 'VIEW' DESC, TABLE_NAME"
 )
 
 
@@ -87,12 +81,9 @@ class MySQL:
         pass
 
     async def drop_everything(self, conn: AsyncConnection) -> list[str]:
-        found = [(kind, name) for kind, name in await conn.execute(_OBJECTS)]
-        await conn.execute(sa.text("SET FOREIGN_KEY_CHECKS = 0"))  # this session only
-        try:
-            return await drop_in_order(conn, found)
-        finally:
-            await conn.execute(sa.text("SET FOREIGN_KEY_CHECKS = 1"))
+        from rung.dialects import mysql_schema  # here: it imports rung.schema
+
+        return await conn.run_sync(mysql_schema.drop_everything)
 
     def kept_after_failure(
         self, statements: Sequence[Statement], in_transaction: bool, failing: str | None = None

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from rung.dialects.base import all_kept, checked_database_name, drop_in_order
+from rung.dialects.base import all_kept, checked_database_name
 from rung.errors import LockTimeout
 from rung.plan import Statement
 
@@ -16,25 +16,6 @@ _HOLDER = sa.text(
     "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
     "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
     "AND l.classid::bigint = :hi AND l.objid::bigint = :lo"
-)
-
-
-# What ``rung fresh`` drops, in this order, from the current schema; objects that belong to
-# an extension go with it.
-_OBJECTS = sa.text(
-    "SELECT kind, name FROM ("
-    "SELECT CASE c.relkind WHEN 'v' THEN 1 WHEN 'm' THEN 2 WHEN 'S' THEN 4 ELSE 3 END AS rank, "
-    "CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' "
-    "WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind, c.relname AS name, c.oid AS oid "
-    "FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace "
-    "AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND NOT c.relispartition "
-    "UNION ALL SELECT 5, CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, t.typname, t.oid "
-    "FROM pg_type t WHERE t.typnamespace = current_schema()::regnamespace "
-    "AND t.typtype IN ('e', 'd', 'r') "
-    "UNION ALL SELECT 6, 'EXTENSION', e.extname, e.oid FROM pg_extension e "
-    "WHERE e.extnamespace = current_schema()::regnamespace"
-    ") o WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = o.oid AND d.deptype = 'e') "
-    "ORDER BY rank, name"
 )
 
 
@@ -86,8 +67,9 @@ class PostgreSQL:
         pass
 
     async def drop_everything(self, conn: AsyncConnection) -> list[str]:
-        found = [(kind, name) for kind, name in await conn.execute(_OBJECTS)]
-        return await drop_in_order(conn, found, " CASCADE")
+        from rung.dialects import postgresql_schema  # here: it imports rung.schema
+
+        return await conn.run_sync(postgresql_schema.drop_everything)
 
     def kept_after_failure(
         self, statements: Sequence[Statement], in_transaction: bool, failing: str | None = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -151,6 +151,47 @@ def unwrap(text: str) -> str:
     while text.startswith("(") and text.endswith(")") and _closes_at_end(text):
         text = text[1:-1].strip()
     return text
+
+
+_PAREN_OR_QUOTED = re.compile(r'"(?:[^"]|"")*"|\'(?:[^\']|\'\')*\'|`(?:[^`]|``)*`|\[[^\]]*\]|[()]')
+
+
+def closing(sql: str, start: int) -> int | None:
+    """Where the parenthesis opened at ``start`` closes, quotes skipped; None if it never does."""
+    depth = 0
+    for token in _PAREN_OR_QUOTED.finditer(sql, start):
+        depth += {"(": 1, ")": -1}.get(token[0], 0)
+        if depth == 0:
+            return token.start()
+    return None
+
+
+def split_top(text: str, separator: str = ",") -> list[str]:
+    """``text`` split at each ``separator`` outside parentheses and quotes, parts squeezed."""
+    parts, depth, begin = [], 0, 0
+    for token in re.finditer(
+        rf'"(?:[^"]|"")*"|\'(?:[^\']|\'\')*\'|`(?:[^`]|``)*`|[(){re.escape(separator)}]', text
+    ):
+        char = token[0]
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == separator and depth == 0:
+            parts.append(text[begin : token.start()])
+            begin = token.end()
+    parts.append(text[begin:])
+    return [squeeze(p) for p in parts if p.strip()]
+
+
+def drop_each(
+    conn: sa.Connection, found: Sequence[tuple[str, str]], cascade: str = ""
+) -> list[str]:
+    """For ``rung fresh``: drop each ``(kind, quoted name)`` if it still exists (an earlier
+    CASCADE may have taken it); ``"<kind> <name>"`` for each, as ``drop_everything`` returns."""
+    for kind, name in found:
+        conn.exec_driver_sql(f"DROP {kind} IF EXISTS {name}{cascade}")
+    return [f"{kind.lower()} {name}" for kind, name in found]
 
 
 def _closes_at_end(text: str) -> bool:

@@ -14,14 +14,9 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rung.dialects.base import all_kept, drop_in_order
+from rung.dialects.base import all_kept
 from rung.errors import LockTimeout
 from rung.plan import Statement
-
-_OBJECTS = sa.text(
-    "SELECT upper(type), name FROM sqlite_master WHERE type IN ('view', 'table') "
-    "AND name NOT LIKE 'sqlite~_%' ESCAPE '~' ORDER BY type = 'view' DESC, name"
-)
 
 
 class SQLite:
@@ -58,9 +53,9 @@ class SQLite:
             ) from None
 
     async def drop_everything(self, conn: AsyncConnection) -> list[str]:
-        found = [(kind, name) for kind, name in await conn.execute(_OBJECTS)]
-        await conn.execute(sa.text("PRAGMA defer_foreign_keys = ON"))  # until the commit
-        return await drop_in_order(conn, found)
+        from rung.dialects import sqlite_schema  # here: it imports rung.schema
+
+        return await conn.run_sync(sqlite_schema.drop_everything)
 
     def kept_after_failure(
         self, statements: Sequence[Statement], in_transaction: bool, failing: str | None = None
