@@ -218,7 +218,7 @@ def test_each_kind_differs_in_one_readable_line() -> None:
 
     assert [str(d) for d in diff(before, after)] == [
         "- schema audit (in the migrations, not in the database)",
-        "~ table t: (no options) -> UNLOGGED",
+        "~ table t: options () -> (UNLOGGED)",
         "~ column t.id: identity (none) -> ALWAYS",
         "~ column t.name: collation C -> (default), comment 'a name' -> 'the name'",
         "~ primary key t: (id) (named t_pkey) -> (id) (named pk_t)",

@@ -576,9 +576,7 @@ def _diff_table(out: _Differences, old: Table, new: Table) -> None:
 def _table_change(a: Table, b: Table) -> str:
     changes = []
     if a.options != b.options:
-        changes.append(
-            f"{' '.join(a.options) or '(no options)'} -> {' '.join(b.options) or '(no options)'}"
-        )
+        changes.append(f"options {_value(a.options)} -> {_value(b.options)}")
     if a.comment != b.comment:
         changes.append(f"comment {_quoted(a.comment)} -> {_quoted(b.comment)}")
     return ", ".join(changes)
@@ -708,9 +706,7 @@ def _view_change(a: View, b: View) -> str:
         kinds = ("view", "materialized view")
         changes.append(f"{kinds[a.materialized]} -> {kinds[b.materialized]}")
     if a.options != b.options:
-        changes.append(
-            f"{' '.join(a.options) or '(no options)'} -> {' '.join(b.options) or '(no options)'}"
-        )
+        changes.append(f"options {_value(a.options)} -> {_value(b.options)}")
     if a.definition != b.definition:
         changes.append(_text_change(a.definition, b.definition))
     old, new = _by(a.indexes, _name), _by(b.indexes, _name)

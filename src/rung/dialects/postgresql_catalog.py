@@ -22,19 +22,17 @@ def _own(catalog: str, oid: str, deptypes: str = "'e', 'i'") -> str:
 
 _EXTENSION = "'e'"  # an identity column's sequence is made as part of it, and still read
 
-# The schemas read, with their names as they prefix an object's name ('' for the default).
+# The schemas read, with their names as they prefix an object's name ('' for the default);
+# and the relations read: tables, partitioned tables, views, materialized views.
 _NS = (
     "WITH ns AS (SELECT n.oid, n.nspname, CASE WHEN n.nspname = current_schema() THEN '' "
     "ELSE n.nspname || '.' END AS prefix FROM pg_namespace n "
     "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
     "AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%' "
     "AND (n.nspname = current_schema() OR has_schema_privilege(n.oid, 'USAGE')) "
-    f"AND {_own('pg_namespace', 'n.oid')}) "
-)
-# The oids of the relations read: tables, partitioned tables, views, materialized views.
-_RELATIONS = (
-    "SELECT c.oid FROM pg_class c JOIN ns ON ns.oid = c.relnamespace "
-    f"WHERE c.relkind IN ('r', 'p', 'v', 'm') AND {_own('pg_class', 'c.oid')}"
+    f"AND {_own('pg_namespace', 'n.oid')}), "
+    "rel AS (SELECT c.oid FROM pg_class c JOIN ns ON ns.oid = c.relnamespace "
+    f"WHERE c.relkind IN ('r', 'p', 'v', 'm') AND {_own('pg_class', 'c.oid')}) "
 )
 
 
@@ -55,21 +53,18 @@ def _names(array: str, relation: str) -> str:
     )
 
 
-def _description(oid: str, catalog: str, sub: str = "0") -> str:
+def _description(oid: str, sub: str = "0") -> str:
+    """A LEFT JOIN of pg_description ``d`` on a relation's (or its column's) comment."""
     return (
-        f"(SELECT d.description FROM pg_description d WHERE d.objoid = {oid} "
-        f"AND d.classoid = '{catalog}'::regclass AND d.objsubid = {sub})"
+        f"LEFT JOIN pg_description d ON d.objoid = {oid} "
+        f"AND d.classoid = 'pg_class'::regclass AND d.objsubid = {sub} "
     )
 
 
-# A type as format_type writes it; and whether PostgreSQL itself defines it (then the
-# reader upper-cases it, as SQLAlchemy writes types) or a user or an extension does.
-_TYPE = "format_type({oid}, {mod})"
-_BUILTIN = (
-    "(SELECT coalesce(el.typnamespace, ty.typnamespace) = 'pg_catalog'::regnamespace "
-    "FROM pg_type ty LEFT JOIN pg_type el ON el.oid = ty.typelem AND ty.typcategory = 'A' "
-    "WHERE ty.oid = {oid})"
-)
+# Whether PostgreSQL itself defines type ``t`` (then the reader upper-cases it, as SQLAlchemy
+# writes types) or a user or an extension does; ``el`` is the element type of an array.
+_BUILTIN = "coalesce(el.typnamespace, t.typnamespace) = 'pg_catalog'::regnamespace"
+_ELEMENT = "LEFT JOIN pg_type el ON el.oid = t.typelem AND t.typcategory = 'A' "
 
 SCHEMAS = _NS + "SELECT nspname FROM ns WHERE prefix <> '' ORDER BY nspname"
 
@@ -80,38 +75,41 @@ RELATIONS = (
     "CASE WHEN c.relispartition THEN pg_get_expr(c.relpartbound, c.oid) END, "
     f"ARRAY(SELECT {_qualified('pc')} FROM pg_inherits i JOIN pg_class pc "
     "ON pc.oid = i.inhparent WHERE i.inhrelid = c.oid ORDER BY i.inhseqno), "
-    f"{_description('c.oid', 'pg_class')}, "
-    "CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid, true) END "
-    f"FROM pg_class c JOIN ns ON ns.oid = c.relnamespace WHERE c.oid IN ({_RELATIONS})"
+    "d.description, CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid, true) END "
+    "FROM rel JOIN pg_class c ON c.oid = rel.oid JOIN ns ON ns.oid = c.relnamespace "
+    f"{_description('c.oid')}"
 )
 
 COLUMNS = (
-    _NS + "SELECT a.attrelid, a.attname, "
-    f"{_TYPE.format(oid='a.atttypid', mod='a.atttypmod')}, {_BUILTIN.format(oid='a.atttypid')}, "
-    "a.attnotnull, pg_get_expr(ad.adbin, ad.adrelid), a.attidentity::text, a.attgenerated::text, "
-    "CASE WHEN a.attcollation <> t.typcollation THEN co.collname END, "
-    f"{_description('a.attrelid', 'pg_class', 'a.attnum')} "
-    "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+    _NS + "SELECT a.attrelid, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), "
+    f"{_BUILTIN}, a.attnotnull, pg_get_expr(ad.adbin, ad.adrelid), a.attidentity::text, "
+    "a.attgenerated::text, CASE WHEN a.attcollation <> t.typcollation THEN co.collname END, "
+    "d.description FROM rel JOIN pg_class c ON c.oid = rel.oid "
+    "JOIN pg_attribute a ON a.attrelid = c.oid JOIN pg_type t ON t.oid = a.atttypid "
+    f"{_ELEMENT}"
     "LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum "
     "LEFT JOIN pg_collation co ON co.oid = a.attcollation "
-    "JOIN pg_class c ON c.oid = a.attrelid "
-    f"WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p') "
-    f"AND a.attrelid IN ({_RELATIONS})"
+    f"{_description('a.attrelid', 'a.attnum')}"
+    "WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p')"
 )
 
-# Table constraints and domain constraints (NOT NULL is a column's or domain's flag).
+# Table constraints and domain constraints (NOT NULL is a column's or domain's flag). A
+# constraint's columns come as attribute numbers, named by the reader from COLUMNS; only
+# the text the reader uses is deparsed.
 CONSTRAINTS = (
     _NS + "SELECT con.conrelid, con.contypid, con.conname, con.contype::text, "
-    "pg_get_constraintdef(con.oid, true), "
-    f"{_names('con.conkey', 'con.conrelid')}, "
-    f"CASE WHEN con.contype = 'f' THEN {_qualified('rc')} END, "
-    f"{_names('con.confkey', 'con.confrelid')}, "
-    "con.confdeltype::text, con.confupdtype::text, con.confmatchtype::text, con.condeferrable, "
-    "con.condeferred, con.convalidated "
+    "CASE WHEN con.contype IN ('c', 'u', 'x') THEN pg_get_constraintdef(con.oid, true) END, "
+    "con.conkey, CASE WHEN rn.nspname = current_schema() THEN rc.relname "
+    "ELSE rn.nspname || '.' || rc.relname END, "
+    f"CASE WHEN con.contype = 'f' THEN {_names('con.confkey', 'con.confrelid')} END, "
+    "con.confdeltype::text, con.confupdtype::text, con.confmatchtype::text, "
+    "con.condeferrable, con.condeferred, con.convalidated "
     "FROM pg_constraint con JOIN ns ON ns.oid = con.connamespace "
+    "LEFT JOIN rel ON rel.oid = con.conrelid "
     "LEFT JOIN pg_class rc ON rc.oid = con.confrelid "
+    "LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace "
     "WHERE con.contype IN ('p', 'u', 'f', 'c', 'x') "
-    f"AND (con.conrelid IN ({_RELATIONS}) OR con.contypid <> 0)"
+    "AND (rel.oid IS NOT NULL OR con.contypid <> 0)"
 )
 
 # Indexes, except those behind a PRIMARY KEY, UNIQUE or EXCLUDE constraint.
@@ -120,14 +118,14 @@ INDEXES = (
     "pg_get_indexdef(i.indexrelid, 0, true), pg_get_expr(i.indpred, i.indrelid, true) "
     "FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
     "JOIN ns ON ns.oid = ic.relnamespace JOIN pg_am am ON am.oid = ic.relam "
-    f"WHERE i.indrelid IN ({_RELATIONS}) AND NOT EXISTS (SELECT 1 FROM pg_constraint k "
+    "WHERE i.indrelid IN (SELECT oid FROM rel) AND NOT EXISTS (SELECT 1 FROM pg_constraint k "
     "WHERE k.conindid = i.indexrelid AND k.conrelid = i.indrelid "
     "AND k.contype IN ('p', 'u', 'x'))"
 )
 
 TRIGGERS = (
     _NS + "SELECT t.tgrelid, t.tgname, pg_get_triggerdef(t.oid, true), t.tgenabled::text "
-    f"FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgrelid IN ({_RELATIONS})"
+    "FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgrelid IN (SELECT oid FROM rel)"
 )
 
 POLICIES = (
@@ -135,7 +133,7 @@ POLICIES = (
     "ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r) END "
     "FROM unnest(p.polroles) r ORDER BY 1), "
     "pg_get_expr(p.polqual, p.polrelid, true), pg_get_expr(p.polwithcheck, p.polrelid, true) "
-    f"FROM pg_policy p WHERE p.polrelid IN ({_RELATIONS})"
+    "FROM pg_policy p WHERE p.polrelid IN (SELECT oid FROM rel)"
 )
 
 # Functions, procedures and aggregates; an aggregate's definition is its parts.
@@ -155,8 +153,9 @@ ROUTINES = (
 # Enums, domains, composite types and ranges made by CREATE TYPE / CREATE DOMAIN.
 TYPES = (
     _NS + "SELECT t.oid, t.typtype::text, ns.prefix || t.typname, "
-    f"{_TYPE.format(oid='t.typbasetype', mod='t.typtypmod')}, "
-    f"{_BUILTIN.format(oid='t.typbasetype')}, t.typnotnull, t.typdefault, "
+    "format_type(t.typbasetype, t.typtypmod), "
+    "coalesce(bel.typnamespace, bt.typnamespace) = 'pg_catalog'::regnamespace, "
+    "t.typnotnull, t.typdefault, "
     "CASE WHEN t.typcollation <> bt.typcollation THEN co.collname END, "
     "ARRAY(SELECT e.enumlabel FROM pg_enum e WHERE e.enumtypid = t.oid "
     "ORDER BY e.enumsortorder), "
@@ -171,6 +170,7 @@ TYPES = (
     "LEFT JOIN pg_collation rco ON rco.oid = r.rngcollation WHERE r.rngtypid = t.oid) "
     "FROM pg_type t JOIN ns ON ns.oid = t.typnamespace "
     "LEFT JOIN pg_type bt ON bt.oid = t.typbasetype "
+    "LEFT JOIN pg_type bel ON bel.oid = bt.typelem AND bt.typcategory = 'A' "
     "LEFT JOIN pg_collation co ON co.oid = t.typcollation "
     "WHERE (t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND "
     "(SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')) "

@@ -70,10 +70,14 @@ def read(conn: sa.Connection) -> Snapshot:
             tables[oid] = {"name": name, "options": _table_options(kind, *rest[:-1])}
             tables[oid]["comment"] = rest[-1]
     parts: dict[int, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
-    for relation, *column in rows(q.COLUMNS):
+    attributes: dict[tuple[int, int], str] = {}
+    for relation, number, *column in rows(q.COLUMNS):
+        attributes[relation, number] = column[0]
         parts[relation]["columns"].append(_column(*column))
     domain_checks: dict[int, list[Check]] = defaultdict(list)
-    for row in rows(q.CONSTRAINTS):
+    for relation, domain, name, kind, text, numbers, *rest in rows(q.CONSTRAINTS):
+        columns = [attributes[relation, n] for n in numbers or ()]
+        row = (relation, domain, name, kind, text, columns, *rest)
         _constraint(row, tables, parts, domain_checks)
     for relation, *index in rows(q.INDEXES):
         parts[relation]["indexes"].append(_index(*index))
@@ -185,7 +189,7 @@ def _constraint(
     domain_checks: dict[int, list[Check]],
 ) -> None:
     relation, domain, name, kind, text, columns, referred, referred_columns, *flags = row
-    text = squeeze(text)
+    text = squeeze(text or "")
     if kind == "c":
         check = _check(text, name)
         if domain:

@@ -141,9 +141,15 @@ def action(rule: str | None, *, default: tuple[str, ...] = ("NO ACTION",)) -> st
     return None if rule in default else rule
 
 
+_WHITESPACE = re.compile(r"\s+")
+_LAID_OUT = re.compile(r"\s\s|[^\S ]")  # two whitespace characters, or one not a space
+
+
 def squeeze(text: str) -> str:
     """Whitespace runs as one space, outside of quoted strings too (a catalog's own layout)."""
-    return re.sub(r"\s+", " ", text).strip()
+    if _LAID_OUT.search(text) is None:  # most names and types: nothing to do
+        return text.strip()
+    return _WHITESPACE.sub(" ", text).strip()
 
 
 def unwrap(text: str) -> str:

@@ -11,6 +11,7 @@ out, so that a keyword inside an expression or a name never counts.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -37,6 +38,7 @@ _TRIGGER_HEAD = re.compile(
     rf"^\s*CREATE\s+(?:TEMP\s+|TEMPORARY\s+)?TRIGGER\s+(?:IF\s+NOT\s+EXISTS\s+)?(?:{_NAME})\s+",
     re.I,
 )
+_QUOTED_OR_PAREN = re.compile(r'"(?:[^"]|"")*"|\'(?:[^\']|\'\')*\'|`(?:[^`]|``)*`|\[[^\]]*\]|[()]')
 _QUOTED_PLAIN = re.compile(r"'(?:[^']|'')*'|[\"`\[]([A-Za-z_][\w$]*)[\"`\]]")
 
 
@@ -60,6 +62,7 @@ class TableDdl:
     options: tuple[str, ...] = ()
 
 
+@functools.lru_cache(maxsize=8192)  # a schema read again (verify) parses only what changed
 def parse_table(sql: str) -> TableDdl:
     """The parts of a ``CREATE TABLE`` statement the PRAGMAs do not tell."""
     found = TableDdl()
@@ -84,14 +87,15 @@ def parse_table(sql: str) -> TableDdl:
     return found
 
 
-def parse_index(sql: str) -> tuple[list[str], str | None]:
+@functools.lru_cache(maxsize=8192)
+def parse_index(sql: str) -> tuple[tuple[str, ...], str | None]:
     """A ``CREATE INDEX``'s keys as written, and its WHERE (a partial index's predicate)."""
     masked = mask(sql)
     match = _INDEX_KEY.search(masked)
     end = closing(sql, match.end() - 1) if match else None
     if match is None or end is None:
-        return [squeeze(sql)], None
-    keys = [bare(k) for k in split_top(sql[match.end() : end])]
+        return (squeeze(sql),), None
+    keys = tuple(bare(k) for k in split_top(sql[match.end() : end]))
     where = _WHERE.match(sql, end + 1)
     return keys, bare(unwrap(squeeze(sql[where.end() :]))) if where else None
 
@@ -108,19 +112,19 @@ def bare(text: str) -> str:
 
 def mask(text: str) -> str:
     """``text`` with what is inside quotes or parentheses blanked (same length)."""
-    out, depth, close = [], 0, ""
-    for char in text:
-        if close:
-            out.append(char if char == close else " ")
-            close = "" if char == close else close
-        elif char in "\"'`[":
-            close = "]" if char == "[" else char
-            out.append(char)
-        elif char in "()":
-            depth += 1 if char == "(" else -1
-            out.append(char)
-        else:
-            out.append(" " if depth else char)
+    out, depth, at = [], 0, 0
+    for token in _QUOTED_OR_PAREN.finditer(text):
+        between = text[at : token.start()]
+        out.append(" " * len(between) if depth else between)
+        found = token[0]
+        if found in "()":
+            depth += 1 if found == "(" else -1
+            out.append(found)
+        else:  # a quoted string or name: its quotes stay
+            out.append(found[0] + " " * (len(found) - 2) + found[-1])
+        at = token.end()
+    rest = text[at:]
+    out.append(" " * len(rest) if depth else rest)
     return "".join(out)
 
 
