@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import rung
 from conftest import MigrationPackage
 from rung.dialects import dialect_named
+from rung.registry import Registry
 from rung.schema import Difference, Snapshot
 from safety_nets import execute, live_snapshot, statements
 
@@ -642,9 +643,9 @@ def unexplained(backend: str, found: set[str]) -> dict[str, list[str]]:
     return {kind: lines for kind, lines in missing.items() if lines}
 
 
-async def both_drifts(engine: AsyncEngine, registry: object) -> list[set[str]]:
-    stored = await rung.drift(engine, registry)  # type: ignore[arg-type]
-    replayed = await rung.drift(engine, registry, replay=True)  # type: ignore[arg-type]
+async def both_drifts(engine: AsyncEngine, registry: Registry) -> list[set[str]]:
+    stored = await rung.drift(engine, registry)
+    replayed = await rung.drift(engine, registry, replay=True)
     return [subjects(stored.differences), subjects(replayed.differences)]
 
 
@@ -708,6 +709,7 @@ async def test_fresh_drops_one_of_each_kind_and_every_migration_applies_again(
     migrations.add("base", statements(*base_of(backend), *changes_of(backend), *extra), None)
     await rung.upgrade(engine, migrations.registry())
     made = await live_snapshot(engine)
+    assert Snapshot.from_json(made.to_json()) == made  # what drift stores carries every kind
 
     async with engine.begin() as conn:
         dropped = await dialect_named(backend).drop_everything(conn)

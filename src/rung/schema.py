@@ -44,7 +44,7 @@ class Column:
     invisible: bool = False
 
     def describe(self) -> str:
-        parts = [self.type]
+        parts = [self.type] if self.type else []
         if self.collation is not None:
             parts.append(f"COLLATE {self.collation}")
         parts.append(_null(self))

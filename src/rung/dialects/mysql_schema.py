@@ -1,11 +1,17 @@
-"""MySQL's and MariaDB's schema reader: eight ``information_schema`` queries for the whole
-database, because SQLAlchemy's MySQL dialect reflects one ``SHOW CREATE TABLE`` per table.
+"""MySQL's and MariaDB's schema reader and ``rung fresh``'s drop: a dozen
+``information_schema`` queries for the whole database (``mysql_catalog``), because
+SQLAlchemy's MySQL dialect reflects one ``SHOW CREATE TABLE`` per table.
 
-Normalised: types as ``COLUMN_TYPE`` writes them, upper-cased (``INT(11)``); a ``NULL``
-default is no default; ``ON UPDATE`` joins the default; RESTRICT is the default referential
-action (InnoDB treats NO ACTION the same); a unique key is a unique index (MySQL has no
-other kind); view definitions lose the database name MySQL writes into them, so a scratch
-copy compares equal. MariaDB sequences are listed with the sequences.
+Normalised: types as ``COLUMN_TYPE`` writes them, upper-cased outside quotes (``INT(11)``,
+``ENUM('Sad','happy')``: an ENUM's labels keep their case); a ``NULL`` default is no
+default; ``ON UPDATE`` joins the default; RESTRICT is the default referential action
+(InnoDB treats NO ACTION the same); a unique key is a unique index (MySQL has no other
+kind); a table's collation is named where it differs from the database's default, a
+column's where it differs from its table's, so that a scratch database on a server with
+another default compares equal; a constraint name MariaDB numbered (``CONSTRAINT_1``,
+``t_ibfk_1``) is no name, because dropping and re-making the constraint moves the number;
+definitions (views, triggers, routines) lose the database name MariaDB writes into them.
+A routine's or view's definer is not read: it is who ran the migration, not the schema.
 
 ``information_schema`` does not wait for a table whose definition another session is
 changing: it skips it with warning 1684, and a snapshot would silently miss the table. Each

@@ -1,15 +1,15 @@
-"""Reading a database's schema into a ``rung.schema.Snapshot``: the shared reader and the
-lookup of each backend's own.
+"""Reading a database's schema into a ``rung.schema.Snapshot``: the lookup of each
+backend's reader, the inspector-based reader for any other backend, and the text helpers
+the readers share.
 
 A reader is a plain function ``(sync Connection) -> Snapshot``, run through
 ``AsyncConnection.run_sync``. Its contract: a number of queries that does not grow with the
-number of tables (SQLite, whose PRAGMAs run in-process, is exempt), and normalised text
-(types, defaults, check clauses, view definitions) so that two equal schemas give equal
-snapshots on the same backend. ``read_with_inspector`` uses SQLAlchemy's multi-object
-reflection calls and serves any backend without a module in ``READERS``; a backend whose
-catalog holds more (PostgreSQL's enums and extensions), or whose SQLAlchemy dialect
-reflects table by table (MySQL/MariaDB) or skips things (SQLite's expression indexes),
-names its module there, imported on first use.
+number of tables, and normalised text (types, defaults, check clauses, definitions) so
+that two databases made by the same migrations give equal snapshots on the same backend.
+SQLite, PostgreSQL and MySQL/MariaDB have their own module in ``READERS``, imported on first
+use, which read the catalog with their own queries (docs/schema-coverage.md says what each
+sees); ``read_with_inspector`` uses SQLAlchemy's multi-object reflection calls and serves a
+backend without one.
 """
 
 from __future__ import annotations

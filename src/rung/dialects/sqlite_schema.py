@@ -10,11 +10,12 @@ generated columns, deferrable foreign keys, ``WITHOUT ROWID`` and ``STRICT``, pa
 indexes' WHERE, expression indexes' keys, views and triggers.
 
 Normalised: a column's type is its declared text, upper-cased (an unknown type stays itself,
-never its affinity); defaults and checks are squeezed and unwrapped; ``NO ACTION`` is None;
-a double-quoted plain identifier reads bare (``ALTER TABLE ... RENAME`` quotes the names it
-rewrites, so a table rebuilt by the 12-step procedure compares equal to the original).
-The indexes behind UNIQUE constraints and primary keys are reported as those; an index
-key's collation only where it differs from its column's.
+never its affinity; no type declared reads as the empty text); defaults and checks are
+squeezed and unwrapped; ``NO ACTION`` is None; a double-quoted plain identifier reads bare
+(``ALTER TABLE ... RENAME`` quotes the names it rewrites, so a table rebuilt by the 12-step
+procedure compares equal to the original). The indexes behind UNIQUE constraints and
+primary keys are reported as those; an index key's collation only where it differs from
+its column's.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def read(conn: sa.Connection) -> Snapshot:
         columns.setdefault(table, []).append(
             Column(
                 name=name,
-                type=squeeze(type_).upper() or "UNKNOWN",
+                type=squeeze(type_).upper(),  # '' where none was declared
                 nullable=not notnull,
                 default=None if default is None else unwrap(squeeze(str(default))),
                 autoincrement=found.autoincrement,
