@@ -253,12 +253,13 @@ def _trigger(
 
 def _routines(conn: sa.Connection, database: str) -> tuple[Routine, ...]:
     parameters: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for kind, name, mode, parameter, type_ in _rows(conn, q.PARAMETERS):
+    # Routines are rows of mysql.proc: no table is opened, none can be skipped.
+    for kind, name, mode, parameter, type_ in conn.execute(q.PARAMETERS):
         shown = f"{parameter} {_upper_outside_quotes(type_)}"
         parameters[kind, name].append(f"{mode} {shown}" if kind == "PROCEDURE" else shown)
     found = []
-    for kind, name, returns, deterministic, access, security, comment, body in _rows(
-        conn, q.ROUTINES
+    for kind, name, returns, deterministic, access, security, comment, body in conn.execute(
+        q.ROUTINES
     ):
         parts = [
             f"({', '.join(parameters[kind, name])})",
