@@ -411,7 +411,7 @@ def diff(
         _by(expected.views, _name),
         _by(actual.views, _name),
         str,
-        lambda v: "MATERIALIZED" if v.materialized else "",
+        lambda v: "(materialized)" if v.materialized else "",
         _view_change,
     )
     out.compare(

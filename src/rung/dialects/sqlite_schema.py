@@ -35,7 +35,7 @@ _COLUMNS = "SELECT m.name, p.name, p.type, p.[notnull], p.dflt_value, p.pk, p.hi
     _TABLES.format("pragma_table_xinfo(m.name, 'main') p")
 )
 _INDEXES = (
-    "SELECT m.name, i.name, i.[unique], i.origin, k.name, k.[desc], k.coll FROM "
+    "SELECT m.name, i.name, i.[unique], i.origin, i.partial, k.name, k.[desc], k.coll FROM "
     + _TABLES.format(
         "pragma_index_list(m.name, 'main') i JOIN pragma_index_xinfo(i.name, 'main') k"
     )
@@ -44,6 +44,8 @@ _INDEXES = (
 _FOREIGN_KEYS = "SELECT m.name, f.id, f.[table], f.[from], f.[to], f.on_delete, f.on_update " + (
     "FROM " + _TABLES.format("pragma_foreign_key_list(m.name, 'main') f") + " ORDER BY f.id, f.seq"
 )
+# An index's rows: unique, origin (c: CREATE INDEX, u: UNIQUE, pk), partial, and its keys.
+_IndexRows = tuple[bool, str, bool, list[str | None]]
 _DROPS = (
     "SELECT upper(type), name FROM sqlite_master WHERE type IN ('view', 'table') "
     "AND name NOT LIKE 'sqlite~_%' ESCAPE '~' ORDER BY type = 'view' DESC, name"
@@ -82,10 +84,12 @@ def read(conn: sa.Connection) -> Snapshot:
         if pk:
             keys.setdefault(table, []).append((pk, name))
     primary_keys = {table: [name for _, name in sorted(pk)] for table, pk in keys.items()}
-    indexes: dict[str, dict[str, tuple[bool, str, list[str | None]]]] = {}
-    for table, index, unique, origin, column, desc, coll in rows(_INDEXES):
-        found_index = indexes.setdefault(table, {}).setdefault(index, (bool(unique), origin, []))
-        found_index[2].append(_key(column, desc, coll, parsed[table]))
+    indexes: dict[str, dict[str, _IndexRows]] = {}
+    for table, index, unique, origin, partial, column, desc, coll in rows(_INDEXES):
+        rows_of: _IndexRows = (bool(unique), origin, bool(partial), [])
+        indexes.setdefault(table, {}).setdefault(index, rows_of)[3].append(
+            _key(column, desc, coll, parsed[table])
+        )
     fks: dict[str, dict[int, tuple[str, list[str], list[str], str, str]]] = {}
     for table, fk_id, referred, column, to, on_delete, on_update in rows(_FOREIGN_KEYS):
         # A key naming no columns of the referred table refers to its primary key.
@@ -132,18 +136,18 @@ def _table(
     name: str,
     columns: tuple[Column, ...],
     primary_keys: dict[str, list[str]],
-    indexes: dict[str, dict[str, tuple[bool, str, list[str | None]]]],
+    indexes: dict[str, dict[str, _IndexRows]],
     fks: dict[str, dict[int, tuple[str, list[str], list[str], str, str]]],
     parsed: ddl.TableDdl,
     sql: dict[tuple[str, str], str],
 ) -> Table:
     own, uniques = [], []
-    for index, (unique, origin, keys) in indexes.get(name, {}).items():
+    for index, (unique, origin, partial, keys) in indexes.get(name, {}).items():
         if origin == "u":  # the index of a UNIQUE constraint
             cols = tuple(str(k) for k in keys)
             uniques.append(Unique(cols, parsed.uniques.get(cols)))
         elif origin == "c":
-            own.append(_index(index, unique, keys, sql["index", index]))
+            own.append(_index(index, unique, partial, keys, sql["index", index]))
     return Table(
         name=name,
         columns=columns,
@@ -167,9 +171,11 @@ def _table(
     )
 
 
-def _index(name: str, unique: bool, keys: list[str | None], sql: str) -> Index:
+def _index(name: str, unique: bool, partial: bool, keys: list[str | None], sql: str) -> Index:
     """An index from the PRAGMAs' keys; an expression's key and a partial index's WHERE
     from its CREATE INDEX text."""
+    if not partial and None not in keys:
+        return Index(name, tuple(str(k) for k in keys), unique)
     written, where = ddl.parse_index(sql)
     columns = tuple(written) if None in keys else tuple(str(k) for k in keys)
     return Index(name, columns, unique, where=where)
