@@ -212,7 +212,10 @@ class _Run:
             raise
         finally:
             if self._side is not None:
-                await self._side.close()
+                try:
+                    await self._side.close()
+                except Exception as exc:  # a dead connection's close hides nothing
+                    logger.debug("closing the journal's connection failed (%s)", one_line(exc))
         if epilogue and self.done:
             await self._retrying(self._epilogue, epilogue)
         return self.done
