@@ -12,7 +12,7 @@ import rung
 from conftest import MigrationPackage, sql
 from rung import State, errors
 from rung.dialects import dialect_named
-from safety_nets import holding_the_lock, statements
+from safety_nets import history_of, holding_the_lock, statements
 
 CREATE_A = sql("CREATE TABLE a (id INTEGER PRIMARY KEY)")
 DROP_A = sql("DROP TABLE a")
@@ -393,6 +393,25 @@ async def test_history_table_with_unexpected_shape(
     with pytest.raises(errors.HistoryError):
         await rung.status(engine, migrations.registry())
     assert await tables(engine) == {"rung_migrations"}
+
+
+@pytest.mark.parametrize("made", ["history only", "history and empty meta"])
+async def test_a_first_run_killed_before_its_format_marker_is_not_refused(
+    engine: AsyncEngine, migrations: MigrationPackage, made: str
+) -> None:
+    """On MariaDB each CREATE TABLE commits at once: a first run killed after creating the
+    history table (and perhaps the meta table) but before writing the format marker leaves
+    tables that are rung's own; the next run recognises them by their columns and goes on.
+    A table of another shape is still refused (test above)."""
+    names = ladder(migrations, 2)
+    history = history_of(engine)
+    async with engine.begin() as conn:
+        await conn.run_sync(history.table.create)
+        if made == "history and empty meta":
+            await conn.run_sync(history.meta.create)
+    assert [d.name for d in await rung.upgrade(engine, migrations.registry())] == names
+    async with engine.connect() as conn:
+        assert await history.get_meta(conn, "format") == "1"
 
 
 async def test_history_rows_changed_by_hand_are_named_not_crashed_on(
