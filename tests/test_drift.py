@@ -205,3 +205,50 @@ async def test_a_run_rolled_back_stores_nothing(
         await rung.upgrade(engine, migrations.registry())
     found = await drift(engine, migrations.registry())
     assert [str(d) for d in found.differences] == [f"+ table by_hand {IN_DB}"]
+
+
+async def test_a_snapshot_stored_by_an_older_rung_is_refused_saying_what_to_do(
+    engine: AsyncEngine, migrations: MigrationPackage
+) -> None:
+    migrations.add("items", statements(*ITEMS), statements("DROP TABLE items"))
+    await rung.upgrade(engine, migrations.registry())
+    older = '{"format": 1, "dialect": "x", "tables": [], "views": [], "enums": [], '
+    older += '"sequences": [], "extensions": []}'
+    async with engine.begin() as conn:
+        await history_of(conn).set_meta(conn, "snapshot", older)
+
+    with pytest.raises(errors.NoSnapshot) as refused:
+        await drift(engine, migrations.registry())
+
+    assert "snapshot format 1, from another version of rung" in refused.value.message
+    assert "run 'rung drift --replay'" in refused.value.message
+    assert "the next upgrade or downgrade that changes something stores" in refused.value.message
+    assert not (await drift(engine, migrations.registry(), replay=True)).has_drift
+
+
+DRIFT_IN_NEW_KINDS = {  # one per database, as drift prints it (test_coverage has them all)
+    "sqlite": (
+        "CREATE TRIGGER items_touch AFTER UPDATE ON items BEGIN SELECT 1; END",
+        f"+ trigger items.items_touch {IN_DB}",
+    ),
+    "postgresql": (
+        "COMMENT ON COLUMN items.status IS 'workflow state'",
+        "~ column items.status: comment (none) -> 'workflow state'",
+    ),
+    "mariadb": (
+        "ALTER TABLE items MODIFY status VARCHAR(20) COLLATE utf8mb4_bin NOT NULL DEFAULT 'a'",
+        "~ column items.status: collation (default) -> utf8mb4_bin",
+    ),
+}
+
+
+async def test_drift_names_a_change_to_a_kind_the_snapshot_did_not_see_before(
+    backend: str, engine: AsyncEngine, migrations: MigrationPackage
+) -> None:
+    migrations.add("items", statements(*ITEMS), statements("DROP TABLE items"))
+    await upgrade_and_store(engine, migrations.registry())
+    change, line = DRIFT_IN_NEW_KINDS[backend]
+
+    await execute(engine, change)
+
+    assert await both(engine, migrations.registry()) == [[line], [line]]

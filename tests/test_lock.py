@@ -5,6 +5,8 @@ lease was taken over records nothing more; ``unlock`` frees only a holder that i
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import time
 
 import pytest
@@ -12,7 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import rung
+from conftest import MigrationPackage, sql
 from rung import errors
+from rung.cli import main
 from rung.dialects import dialect_named
 from rung.history import History
 from rung.lock import Lease
@@ -150,3 +154,46 @@ async def test_the_lock_row_is_made_once_by_racing_first_runs(
     async with engine.connect() as conn:
         rows = (await conn.execute(sa.select(t.c.name, t.c.holder))).all()
     assert [tuple(r) for r in rows] == [("lock", None)]
+
+
+async def test_status_names_the_holder_and_unlock_frees_only_a_gone_one(
+    db_url: str,
+    engine: AsyncEngine,
+    migrations: MigrationPackage,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The command line: ``rung status`` says who holds the lock and since when; ``rung
+    unlock`` refuses while the holder lives (exit 1, one line) and frees a dead one."""
+    migrations.add("a", sql("CREATE TABLE a (id INTEGER)"), sql("DROP TABLE a"))
+    (migrations.folder / "lib.py").write_text(
+        "import importlib\nfrom rung import Migration\n"
+        f"MIGRATIONS = [Migration.from_module(importlib.import_module('{migrations.name}.' + n))"
+        f" for n in {migrations.names!r}]\n"
+    )
+    args = ["--url", db_url, "--migrator", f"{migrations.name}.lib:MIGRATIONS"]
+
+    def rung_(*command: str) -> tuple[int, str, str]:
+        code = main([*command, *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    async with Lease(engine, history(engine), timeout=5) as alive:
+        code, out, _ = await asyncio.to_thread(rung_, "status")
+        pid = alive.me.split(":")[1]
+        assert code == 0 and f"lock: held by host {socket.gethostname()}, pid {pid} since" in out
+        code, _, err = await asyncio.to_thread(rung_, "unlock")
+        assert code == 1 and err.startswith("rung: error: the lock is held by host"), err
+        assert "holder is alive" in err and len(err.strip().splitlines()) == 1
+    code, out, _ = await asyncio.to_thread(rung_, "status", "--json")
+    assert code == 0 and json.loads(out)["lock"] is None
+    dead = Lease(engine, history(engine), timeout=5)
+    await dead.__aenter__()
+    await abandon(dead)
+    dead_pid = dead.me.split(":")[1]
+    dead_me = dead.me.replace(f":{dead_pid}:", ":999999999:", 1)  # a process that is gone
+    async with engine.begin() as conn:
+        lock_table = history(engine).lock
+        await conn.execute(sa.update(lock_table).values(holder=dead_me))
+    code, out, _ = await asyncio.to_thread(rung_, "unlock")
+    assert code == 0 and "cleared the lock, which was held by host" in out, out
+    assert await rung.lock_holder(engine) is None

@@ -12,7 +12,7 @@ import rung
 from conftest import MigrationPackage, sql
 from rung import State, errors
 from rung.dialects import dialect_named
-from safety_nets import holding_the_lock, statements
+from safety_nets import history_of, holding_the_lock, statements
 
 CREATE_A = sql("CREATE TABLE a (id INTEGER PRIMARY KEY)")
 DROP_A = sql("DROP TABLE a")
@@ -282,6 +282,39 @@ async def test_non_transactional_failure_is_recorded_failed(
     assert (await history_rows(engine))[-1] == (bad, "failed")
 
 
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_failed_concurrent_index_build_leaves_no_invalid_index(
+    engine: AsyncEngine, migrations: MigrationPackage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CREATE UNIQUE INDEX CONCURRENTLY over duplicate values fails and leaves an INVALID
+    index; it is certainly the migration's own (new, and named by the failing statement),
+    so rung drops it: the migration stays pending, and once the data is fixed it applies."""
+    migrations.add(
+        "t",
+        sql("CREATE TABLE t (v INTEGER)") + "\n" + sql("INSERT INTO t VALUES (1), (1)"),
+        sql("DROP TABLE t"),
+    )
+    index = migrations.add(
+        "unique_v",
+        sql("CREATE UNIQUE INDEX CONCURRENTLY ix_t_v ON t (v)"),
+        sql("DROP INDEX CONCURRENTLY ix_t_v"),
+        transactional=False,
+    )
+    caplog.set_level(logging.WARNING, logger="rung")
+    with pytest.raises(errors.MigrationFailed, match="kept none of its statements") as caught:
+        await rung.upgrade(engine, migrations.registry())
+    assert "could not create unique index" in str(caught.value)
+    assert "dropped ix_t_v, which the failed statement left half-made" in caplog.text
+    invalid = "SELECT count(*) FROM pg_index WHERE NOT indisvalid"
+    async with engine.connect() as conn:
+        assert await conn.scalar(sa.text(invalid)) == 0
+        assert await conn.scalar(sa.text("SELECT to_regclass('ix_t_v')")) is None
+    assert (await history_rows(engine))[-1] == (migrations.names[0], "applied")
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("DELETE FROM t"))
+    assert [d.name for d in await rung.upgrade(engine, migrations.registry())] == [index]
+
+
 async def test_unknown_future_and_out_of_order_histories(
     engine: AsyncEngine, migrations: MigrationPackage, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -360,6 +393,25 @@ async def test_history_table_with_unexpected_shape(
     with pytest.raises(errors.HistoryError):
         await rung.status(engine, migrations.registry())
     assert await tables(engine) == {"rung_migrations"}
+
+
+@pytest.mark.parametrize("made", ["history only", "history and empty meta"])
+async def test_a_first_run_killed_before_its_format_marker_is_not_refused(
+    engine: AsyncEngine, migrations: MigrationPackage, made: str
+) -> None:
+    """On MariaDB each CREATE TABLE commits at once: a first run killed after creating the
+    history table (and perhaps the meta table) but before writing the format marker leaves
+    tables that are rung's own; the next run recognises them by their columns and goes on.
+    A table of another shape is still refused (test above)."""
+    names = ladder(migrations, 2)
+    history = history_of(engine)
+    async with engine.begin() as conn:
+        await conn.run_sync(history.table.create)
+        if made == "history and empty meta":
+            await conn.run_sync(history.meta.create)
+    assert [d.name for d in await rung.upgrade(engine, migrations.registry())] == names
+    async with engine.connect() as conn:
+        assert await history.get_meta(conn, "format") == "1"
 
 
 async def test_history_rows_changed_by_hand_are_named_not_crashed_on(

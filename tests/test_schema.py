@@ -18,12 +18,19 @@ from rung.history import SNAPSHOT_KEY, History
 from rung.schema import (
     Check,
     Column,
+    Domain,
     EnumType,
+    Exclusion,
     ForeignKey,
     Index,
+    Policy,
+    Routine,
+    SequenceDef,
     Snapshot,
     Table,
+    Trigger,
     Unique,
+    UserType,
     View,
     diff,
 )
@@ -62,7 +69,8 @@ async def test_snapshot_reads_tables_columns_constraints_and_views(
     assert (status.type, status.nullable, status.default) == ("VARCHAR(20)", False, "'open'")
     assert columns["qty"].nullable and columns["qty"].default is None
     assert items.primary_key == ("id",)
-    assert items.foreign_keys == (ForeignKey(("owner_id",), "owners", ("id",), "CASCADE"),)
+    [fk] = items.foreign_keys
+    assert (fk.columns, fk.referred_table, fk.ondelete) == (("owner_id",), "owners", "CASCADE")
     assert [c.sqltext.replace("`", "") for c in items.checks] == ["qty >= 0"]
     assert Index("ix_items_status", ("status",)) in items.indexes
     assert unique_keys(owners) == {("email",)}
@@ -130,9 +138,9 @@ def test_diff_prints_one_readable_line_per_difference() -> None:
         ),
         ("id",),
         (),
-        (ForeignKey(("owner_id",), "owners", ("id",), "CASCADE", name="other_name"),),
+        (ForeignKey(("owner_id",), "owners", ("id",), "CASCADE", name="fk_a"),),
         (Unique(("id", "status"), "renamed"),),
-        (Check("length(status) > 0", "renamed"),),
+        (Check("length(status) > 0", "ck"),),
     )
     actual = Snapshot(
         "postgresql",
@@ -147,6 +155,7 @@ def test_diff_prints_one_readable_line_per_difference() -> None:
         "~ column todos.status: default 'pending' -> 'open'",
         "+ column todos.temp_flag TEXT NULL (in the database, not in the migrations)",
         "~ foreign key todos (owner_id) -> owners (id): no actions -> ON DELETE CASCADE",
+        "~ unique constraint todos (id, status): name (none) -> renamed",
         "- index ix_todos_status on todos (status) (in the migrations, not in the database)",
         "~ view v: SELECT 1 -> SELECT 2",
         "~ enum m: ('a') -> ('a', 'b')",
@@ -154,6 +163,102 @@ def test_diff_prints_one_readable_line_per_difference() -> None:
     ]
     assert diff(expected, expected) == []
     assert Snapshot.from_json(actual.to_json()) == actual
+
+
+def test_each_kind_differs_in_one_readable_line() -> None:
+    """The kinds beyond tables, columns and keys: one line each, saying what changed."""
+    key = Column("id", "INTEGER", False)
+    before = Snapshot(
+        "postgresql",
+        (
+            Table(
+                "t",
+                (key, Column("name", "TEXT", collation="C", comment="a name")),
+                ("id",),
+                (Index("ix", ("name",), where="id > 0"),),
+                primary_key_name="t_pkey",
+                exclusions=(Exclusion("EXCLUDE USING gist (id WITH =)", "t_excl"),),
+                policies=(Policy("own", "AS PERMISSIVE FOR ALL TO public USING (id > 0)"),),
+                comment="things",
+            ),
+        ),
+        (View("v", "SELECT 1"),),
+        sequences=(SequenceDef("s", "BIGINT", increment=1),),
+        schemas=("audit",),
+        triggers=(Trigger("t", "trg", "BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()"),),
+        routines=(Routine("function", "f()", "BEGIN RETURN NEW; END"),),
+        domains=(Domain("posint", "INTEGER", checks=(Check("VALUE > 0", "posint_check"),)),),
+        types=(UserType("pair", "composite", "a integer, b text"),),
+    )
+    after = Snapshot(
+        "postgresql",
+        (
+            Table(
+                "t",
+                (
+                    Column("id", "INTEGER", False, identity="ALWAYS"),
+                    Column("name", "TEXT", comment="the name"),
+                ),
+                ("id",),
+                (Index("ix", ("name",), method="hash"),),
+                primary_key_name="pk_t",
+                exclusions=(Exclusion("EXCLUDE USING gist (id WITH =)", "renamed"),),
+                policies=(Policy("own", "AS PERMISSIVE FOR ALL TO public USING (id > 1)"),),
+                options=("UNLOGGED",),
+                comment="things",
+            ),
+        ),
+        (View("v", "SELECT 1", materialized=True),),
+        sequences=(SequenceDef("s", "BIGINT", increment=5, cycle=True),),
+        triggers=(Trigger("t", "trg", "AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()"),),
+        routines=(Routine("function", "f()", "BEGIN RETURN NULL; END"),),
+        domains=(Domain("posint", "INTEGER", checks=(Check("VALUE >= 0", "posint_check"),)),),
+        types=(UserType("pair", "composite", "a integer, b varchar"),),
+    )
+
+    assert [str(d) for d in diff(before, after)] == [
+        "- schema audit (in the migrations, not in the database)",
+        "~ table t: options () -> (UNLOGGED)",
+        "~ column t.id: identity (none) -> ALWAYS",
+        "~ column t.name: collation C -> (default), comment 'a name' -> 'the name'",
+        "~ primary key t: (id) (named t_pkey) -> (id) (named pk_t)",
+        "~ exclusion constraint t EXCLUDE USING gist (id WITH =): name t_excl -> renamed",
+        "~ index ix: on t (name) WHERE id > 0 -> on t USING hash (name)",
+        "~ policy t.own: AS PERMISSIVE FOR ALL TO public USING (id > 0) -> "
+        "AS PERMISSIVE FOR ALL TO public USING (id > 1)",
+        "~ view v: view -> materialized view",
+        "~ trigger t.trg: BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION f() -> "
+        "AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()",
+        "~ function f(): BEGIN RETURN NEW; END -> BEGIN RETURN NULL; END",
+        "~ domain posint: INTEGER NULL CHECK (VALUE > 0) -> INTEGER NULL CHECK (VALUE >= 0)",
+        "~ type pair: composite a integer, b text -> composite a integer, b varchar",
+        "~ sequence s: increment 1 -> 5, cycle false -> true",
+    ]
+    assert Snapshot.from_json(after.to_json()) == after
+    assert Snapshot.from_json(before.to_json()) == before
+
+
+def test_a_long_definition_shows_where_it_differs() -> None:
+    body = "BEGIN " + "PERFORM 1; " * 20
+    old = Snapshot("postgresql", routines=(Routine("function", "f()", body + "RETURN 1; END"),))
+    new = Snapshot("postgresql", routines=(Routine("function", "f()", body + "RETURN 2; END"),))
+
+    [line] = [str(d) for d in diff(old, new)]
+
+    assert line == (
+        "~ function f(): ...PERFORM 1; PERFORM 1; RETURN 1; END -> "
+        "...PERFORM 1; PERFORM 1; RETURN 2; END"
+    )
+
+
+def test_a_stored_snapshot_of_another_format_is_refused_clearly() -> None:
+    old = '{"format": 1, "dialect": "sqlite", "tables": [], "views": [], "enums": [], '
+    old += '"sequences": [], "extensions": []}'
+
+    with pytest.raises(ValueError, match="snapshot format 1, from another version of rung"):
+        Snapshot.from_json(old)
+    with pytest.raises(ValueError, match="not a rung schema snapshot"):
+        Snapshot.from_json('{"format": 2, "dialect": "sqlite", "tables": [{"nme": "t"}]}')
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)

@@ -243,3 +243,48 @@ async def test_scratch_url_must_be_a_new_database_and_is_dropped_after(
     assert (await verify(engine, migrations.registry(), scratch_url=url)).ok
     assert scratch_urls(caplog)[0].database == mine.database
     assert not await exists(mine)
+
+
+# The false negatives issue 11 found on real histories: a down that strips a login column's
+# binary collation (under a unique index, it changes what counts as a duplicate), and one
+# that recreates a partial index without its WHERE.
+PARTIAL = (
+    "CREATE TABLE users (id INTEGER PRIMARY KEY, login TEXT, active BOOLEAN)",
+    "CREATE UNIQUE INDEX uq_login ON users (login) WHERE active",
+)
+LOST_BY_A_DOWN = {
+    "mariadb": (
+        (
+            "CREATE TABLE users (id INTEGER PRIMARY KEY, "
+            "login VARCHAR(50) COLLATE utf8mb4_bin NOT NULL, UNIQUE KEY uq_login (login))",
+        ),
+        ("ALTER TABLE users MODIFY login VARCHAR(100) COLLATE utf8mb4_bin NOT NULL",),
+        ("ALTER TABLE users MODIFY login VARCHAR(50) NOT NULL",),
+        "column users.login changed (collation utf8mb4_bin -> (default))",
+    ),
+    **{
+        backend: (
+            PARTIAL,
+            (
+                "DROP INDEX uq_login",
+                "CREATE UNIQUE INDEX uq_login ON users (login, id) WHERE active",
+            ),
+            ("DROP INDEX uq_login", "CREATE UNIQUE INDEX uq_login ON users (login)"),
+            "index uq_login changed "
+            "(UNIQUE on users (login) WHERE active -> UNIQUE on users (login))",
+        )
+        for backend in ("postgresql", "sqlite")
+    },
+}
+
+
+async def test_a_down_that_loses_a_collation_or_a_where_is_caught(
+    backend: str, engine: AsyncEngine, migrations: MigrationPackage
+) -> None:
+    base, up, down, change = LOST_BY_A_DOWN[backend]
+    migrations.add("users", statements(*base), sql("DROP TABLE users"))
+    lossy = migrations.add("widen_login", statements(*up), statements(*down))
+
+    report = await verify(engine, migrations.registry())
+
+    assert [f.message for f in report.failures] == [f"down of {lossy} leaves {change}"]

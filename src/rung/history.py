@@ -280,7 +280,8 @@ class History:
         except ValueError as exc:
             raise NoSnapshot(
                 f"the schema snapshot stored in {self.meta.name!r} cannot be read ({exc}); "
-                "run 'rung drift --replay', or run an upgrade to store a new one"
+                "run 'rung drift --replay' (the next upgrade or downgrade that changes "
+                "something stores a new one)"
             ) from exc
 
 

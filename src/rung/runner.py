@@ -212,7 +212,10 @@ class _Run:
             raise
         finally:
             if self._side is not None:
-                await self._side.close()
+                try:
+                    await self._side.close()
+                except Exception as exc:  # a dead connection's close hides nothing
+                    logger.debug("closing the journal's connection failed (%s)", one_line(exc))
         if epilogue and self.done:
             await self._retrying(self._epilogue, epilogue)
         return self.done
@@ -246,7 +249,7 @@ class _Run:
         committed = len(self.done)  # a failure rolls back this batch's migrations, not those
         conn, history = self.conn, self.history
         try:
-            async with self._batch_undone_on_error(committed), self.books.writing():
+            async with self.books.writing():
                 if not self._ensured:  # once a run: the run holds the lock
                     await history.ensure(conn)
                     self._ensured = True
@@ -271,17 +274,11 @@ class _Run:
             raise failure(failed, self.dialect, rolled_back=rolled_back, done=self.done) from (
                 failed.cause
             )
+        except BaseException:
+            del self.done[committed:]  # what ran in a transaction that did not commit
+            raise
         self.done.append(await self._alone(batch))
         return True
-
-    @asynccontextmanager
-    async def _batch_undone_on_error(self, committed: int) -> AsyncIterator[None]:
-        """What ran in a transaction that then failed to commit did not happen."""
-        try:
-            yield
-        except BaseException:
-            del self.done[committed:]
-            raise
 
     async def _mark(self, m: Migration, direction: Direction, *, exists: bool) -> None:
         if exists:

@@ -176,16 +176,34 @@ async def sleeper(conn: AsyncConnection, backend: str, run: subprocess.Popen[str
         await asyncio.sleep(0.05)
 
 
-async def end_the_sleeper(db_url: str, backend: str, run: subprocess.Popen[str]) -> None:
+# Every other session on this database: rung's own, the lock's and the journal's included.
+EVERYONE = {
+    "postgresql": "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+    "AND pid <> pg_backend_pid()",
+    "mariadb": "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE() "
+    "AND ID <> CONNECTION_ID()",
+}
+
+
+async def end_the_sleeper(
+    db_url: str, backend: str, run: subprocess.Popen[str], *, everyone: bool = False
+) -> None:
     async with connection(db_url) as conn:
-        victim = await sleeper(conn, backend, run)
-        await conn.execute(sa.text(TERMINATE[backend].format(victim)))
+        victims = [await sleeper(conn, backend, run)]
+        if everyone:  # as a server restart would
+            victims = [row[0] for row in await conn.execute(sa.text(EVERYONE[backend]))]
+        for victim in victims:
+            await conn.execute(sa.text(TERMINATE[backend].format(victim)))
 
 
+@pytest.mark.parametrize("everyone", [False, True], ids=["its-connection", "every-connection"])
 @pytest.mark.parametrize("backend", ["postgresql", "mariadb"], indirect=True)
-def test_server_ends_the_connection_from_outside(backend: str, db_url: str, tmp_path: Path) -> None:
+def test_server_ends_the_connection_from_outside(
+    backend: str, db_url: str, tmp_path: Path, everyone: bool
+) -> None:
     """Another session ends rung's connection (pg_terminate_backend, KILL) while a migration
-    runs: the error is the migration's, and nothing is half-recorded."""
+    runs, or every connection rung has (its lock's too, as a server restart would): the
+    error is one line, the migration's, and nothing is half-recorded."""
     project = Project.create(tmp_path, db_url)
     project.add("a", ["CREATE TABLE a (id INTEGER)"], ["DROP TABLE a"])
     b = project.add("b", SLEEPS_ON_DEMAND, ["DROP TABLE b"])
@@ -196,7 +214,7 @@ def test_server_ends_the_connection_from_outside(backend: str, db_url: str, tmp_
         [*RUNG, "up"], cwd=project.root, env=env, stdout=PIPE, stderr=PIPE, text=True
     )
     try:
-        asyncio.run(end_the_sleeper(db_url, backend, run))
+        asyncio.run(end_the_sleeper(db_url, backend, run, everyone=everyone))
         out, err = run.communicate(timeout=60)
     finally:
         if run.poll() is None:
@@ -204,6 +222,9 @@ def test_server_ends_the_connection_from_outside(backend: str, db_url: str, tmp_
             run.communicate(timeout=10)
     error = assert_error(Result(run.returncode, out, err), 1, f"migration {b} failed (up)")
     assert "history table" not in error
+    assert "the connection to the database was lost" in error, error
+    assert "fix the migration" not in error and "cannot switch to state" not in error
+    assert "[SQL:" not in err and "Background on this error" not in err, err
     if backend == "postgresql":  # one transaction, rolled back by the server
         assert state(db_url) == before
     else:  # a committed, and b's CREATE TABLE: kept, recorded, and refused until repaired

@@ -11,6 +11,7 @@ refusal "before doing anything" leaves no file behind, nor any change in the dat
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ def refuses_writes(
     reader: str,
     names_the_cause: Callable[[str], bool],
     caught_up: Callable[[], None] = lambda: None,
+    writing: Callable[[], AbstractContextManager[None]] = nullcontext,
 ) -> None:
     """On ``reader``, which shows what ``writer`` wrote once ``caught_up()`` returns: up and
     down each fail with one line that ``names_the_cause``, running no migration and changing
@@ -46,7 +48,8 @@ def refuses_writes(
         touches(ran / "a.up", "CREATE TABLE a (id INTEGER)"),
         touches(ran / "a.down", "DROP TABLE a"),
     )
-    applied = project.rung("up", env=clean_environment(DATABASE_URL=writer))
+    with writing():
+        applied = project.rung("up", env=clean_environment(DATABASE_URL=writer))
     assert applied.code == 0, applied.text
     (ran / "a.up").unlink()
     caught_up()
@@ -78,5 +81,9 @@ def test_read_only_mariadb_refuses_up_and_down(
 ) -> None:
     with readonly_mariadb.database() as (root, account):
         refuses_writes(
-            tmp_path, root, account, lambda line: "read-only" in line or "read_only" in line
+            tmp_path,
+            root,
+            account,
+            lambda line: "read-only" in line or "read_only" in line,
+            writing=readonly_mariadb.writable,
         )

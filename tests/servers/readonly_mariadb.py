@@ -62,6 +62,17 @@ class ReadOnlyMariaDB:
         return url(self.port)
 
     @contextmanager
+    def writable(self) -> Iterator[None]:
+        """The server writable for a moment, as a primary would be: rung refuses a server
+        with read_only = ON whoever connects (root may write there, but a replica's data is
+        its primary's), so a test prepares its state with read_only off."""
+        query(self.admin, "SET GLOBAL read_only = 0")
+        try:
+            yield
+        finally:
+            query(self.admin, "SET GLOBAL read_only = 1")
+
+    @contextmanager
     def database(self) -> Iterator[tuple[str, str]]:
         """A fresh database and an account with every right on it but not SUPER nor READ
         ONLY ADMIN: yields the database's URL as root (writes) and as the account (read

@@ -1,11 +1,17 @@
-"""MySQL's and MariaDB's schema reader: eight ``information_schema`` queries for the whole
-database, because SQLAlchemy's MySQL dialect reflects one ``SHOW CREATE TABLE`` per table.
+"""MySQL's and MariaDB's schema reader and ``rung fresh``'s drop: a dozen
+``information_schema`` queries for the whole database (``mysql_catalog``), because
+SQLAlchemy's MySQL dialect reflects one ``SHOW CREATE TABLE`` per table.
 
-Normalised: types as ``COLUMN_TYPE`` writes them, upper-cased (``INT(11)``); a ``NULL``
-default is no default; ``ON UPDATE`` joins the default; RESTRICT is the default referential
-action (InnoDB treats NO ACTION the same); a unique key is a unique index (MySQL has no
-other kind); view definitions lose the database name MySQL writes into them, so a scratch
-copy compares equal. MariaDB sequences are listed with the sequences.
+Normalised: types as ``COLUMN_TYPE`` writes them, upper-cased outside quotes (``INT(11)``,
+``ENUM('Sad','happy')``: an ENUM's labels keep their case); a ``NULL`` default is no
+default; ``ON UPDATE`` joins the default; RESTRICT is the default referential action
+(InnoDB treats NO ACTION the same); a unique key is a unique index (MySQL has no other
+kind); a table's collation is named where it differs from the database's default, a
+column's where it differs from its table's, so that a scratch database on a server with
+another default compares equal; a constraint name MariaDB numbered (``CONSTRAINT_1``,
+``t_ibfk_1``) is no name, because dropping and re-making the constraint moves the number;
+definitions (views, triggers, routines) lose the database name MariaDB writes into them.
+A routine's or view's definer is not read: it is who ran the migration, not the schema.
 
 ``information_schema`` does not wait for a table whose definition another session is
 changing: it skips it with warning 1684, and a snapshot would silently miss the table. Each
@@ -14,54 +20,32 @@ query is followed by ``SHOW WARNINGS``; a skip reads the whole schema again, a f
 
 from __future__ import annotations
 
+import re
 import time
 from collections import defaultdict
 from typing import Any
 
 import sqlalchemy as sa
 
-from rung.dialects.reflection import action, drop_in_order, squeeze, unwrap
+from rung.dialects import mysql_catalog as q
+from rung.dialects.reflection import action, drop_each, squeeze, unwrap
 from rung.errors import SchemaError
-from rung.schema import Check, Column, ForeignKey, Index, Snapshot, Table, View
+from rung.schema import (
+    Check,
+    Column,
+    ForeignKey,
+    Index,
+    Routine,
+    SequenceDef,
+    Snapshot,
+    Table,
+    Trigger,
+    View,
+)
 
-_HERE = "TABLE_SCHEMA = DATABASE()"
-_TABLES = sa.text(f"SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE {_HERE}")
-_COLUMNS = sa.text(
-    "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_DEFAULT, EXTRA, "
-    f"GENERATION_EXPRESSION FROM information_schema.COLUMNS WHERE {_HERE}"
-)
-_INDEXES = sa.text(
-    "SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME, SUB_PART "
-    f"FROM information_schema.STATISTICS WHERE {_HERE} "
-    "ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX"
-)
-# Two queries, joined here: in a join, MariaDB filters the second information_schema table
-# only after opening the tables of every database on the server.
-_FOREIGN_KEYS = sa.text(
-    "SELECT TABLE_NAME, CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME, "
-    "REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE "
-    f"WHERE {_HERE} AND REFERENCED_TABLE_NAME IS NOT NULL ORDER BY ORDINAL_POSITION"
-)
-_ACTIONS = sa.text(
-    "SELECT TABLE_NAME, CONSTRAINT_NAME, DELETE_RULE, UPDATE_RULE "
-    "FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE()"
-)
-# MariaDB names checks per table and says which; MySQL 8 names them per schema.
-_CHECKS_MARIADB = sa.text(
-    "SELECT TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
-    "WHERE CONSTRAINT_SCHEMA = DATABASE()"
-)
-_CHECKS_MYSQL = sa.text(
-    "SELECT t.TABLE_NAME, c.CONSTRAINT_NAME, c.CHECK_CLAUSE "
-    "FROM information_schema.CHECK_CONSTRAINTS c JOIN information_schema.TABLE_CONSTRAINTS t "
-    "ON t.CONSTRAINT_SCHEMA = c.CONSTRAINT_SCHEMA AND t.CONSTRAINT_NAME = c.CONSTRAINT_NAME "
-    "AND t.CONSTRAINT_TYPE = 'CHECK' "
-    "WHERE c.CONSTRAINT_SCHEMA = DATABASE() AND t.TABLE_SCHEMA = DATABASE()"
-)
-_VIEWS = sa.text(
-    f"SELECT TABLE_NAME, VIEW_DEFINITION, DATABASE() FROM information_schema.VIEWS WHERE {_HERE}"
-)
 _DEFAULT_ACTIONS = ("RESTRICT", "NO ACTION")
+# Names MariaDB makes from a counter, which a drop and re-create moves on: left out.
+_COUNTED_NAME = re.compile(r"CONSTRAINT_\d+|.+_ibfk_\d+")
 _SKIPPED_TABLE = 1684  # ER_WARN_I_S_SKIPPED_TABLE
 ATTEMPTS = 5
 
@@ -94,69 +78,135 @@ def _rows(conn: sa.Connection, query: sa.TextClause) -> list[Any]:
 
 
 def _read(conn: sa.Connection) -> Snapshot:
-    kinds: dict[str, str] = {name: kind for name, kind in _rows(conn, _TABLES)}
-    names = {name for name, kind in kinds.items() if kind in ("BASE TABLE", "SYSTEM VERSIONED")}
+    tables: dict[str, dict[str, Any]] = {}
+    sequences: list[str] = []
+    collations: dict[str, str] = {}
+    for name, kind, engine, collation, options, comment, default in _rows(conn, q.TABLES):
+        if kind in ("BASE TABLE", "SYSTEM VERSIONED"):
+            collations[name] = collation
+            tables[name] = {
+                "name": name,
+                "options": _table_options(kind, engine, collation, options, default),
+                "comment": comment or None,
+            }
+        elif kind == "SEQUENCE":
+            sequences.append(name)
     parts: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
-    for row in _rows(conn, _COLUMNS):
-        parts[row[0]]["columns"].append(_column(*row[1:]))
-    indexes: dict[tuple[str, str], list[Any]] = defaultdict(list)
-    for table, index, non_unique, column, sub_part in _rows(conn, _INDEXES):
-        shown = column if column is not None else "(expression)"
-        indexes[table, index].append((f"{shown}({sub_part})" if sub_part else shown, non_unique))
-    for (table, index), cols in indexes.items():
-        if index == "PRIMARY":
-            parts[table]["primary_key"] = [c for c, _ in cols]
-        else:
-            unique = not int(cols[0][1])
-            parts[table]["indexes"].append(Index(index, tuple(c for c, _ in cols), unique))
+    for table, *column in _rows(conn, q.COLUMNS):
+        if table in tables:
+            parts[table]["columns"].append(_column(*column, table_collation=collations[table]))
+    _indexes(_rows(conn, q.INDEXES), tables, parts)
     foreign: dict[tuple[str, str], list[Any]] = defaultdict(list)
-    for table, name, *rest in _rows(conn, _FOREIGN_KEYS):
+    for table, name, *rest in _rows(conn, q.FOREIGN_KEYS):
         foreign[table, name].append(rest)
-    actions = {(table, name): rules for table, name, *rules in _rows(conn, _ACTIONS)}
+    actions = {(table, name): rules for table, name, *rules in _rows(conn, q.ACTIONS)}
     for (table, name), rows in foreign.items():
         parts[table]["foreign_keys"].append(
             _foreign_key(name, rows, actions.get((table, name), ["RESTRICT"] * 2))
         )
     mariadb = bool(getattr(conn.dialect, "is_mariadb", False))
-    for table, name, clause in _rows(conn, _CHECKS_MARIADB if mariadb else _CHECKS_MYSQL):
-        parts[table]["checks"].append(Check(unwrap(squeeze(clause)), name))
-    views = tuple(View(name, _view_text(text, db)) for name, text, db in _rows(conn, _VIEWS))
+    for table, name, clause in _rows(conn, q.CHECKS_MARIADB if mariadb else q.CHECKS_MYSQL):
+        parts[table]["checks"].append(Check(unwrap(squeeze(clause)), _given(name)))
+    database = str(conn.exec_driver_sql("SELECT DATABASE()").scalar())
     return Snapshot(
         dialect=conn.dialect.name,
-        tables=tuple(_table(name, parts[name]) for name in names),
-        views=views,
-        sequences=tuple(name for name, kind in kinds.items() if kind == "SEQUENCE"),
+        tables=tuple(Table(**t, **_lists(parts[name])) for name, t in tables.items()),
+        views=tuple(_view(*row, database=database) for row in _rows(conn, q.VIEWS)),
+        sequences=_sequences(conn, sequences),
+        triggers=tuple(_trigger(*row, database=database) for row in _rows(conn, q.TRIGGERS)),
+        routines=_routines(conn, database),
     )
 
 
-def _table(name: str, part: dict[str, list[Any]]) -> Table:
-    return Table(
-        name=name,
-        columns=tuple(part["columns"]),
-        primary_key=tuple(part["primary_key"]),
-        indexes=tuple(part["indexes"]),
-        foreign_keys=tuple(part["foreign_keys"]),
-        checks=tuple(part["checks"]),
-    )
+def drop_everything(conn: sa.Connection) -> list[str]:
+    """For ``rung fresh``: the database's views, tables (with their triggers), sequences,
+    functions, procedures and events; foreign key checks are off meanwhile, in this session."""
+    quote = conn.dialect.identifier_preparer.quote
+    rank = {"VIEW": 0, "TABLE": 1, "SEQUENCE": 2, "FUNCTION": 3, "PROCEDURE": 4, "EVENT": 5}
+    found = sorted(conn.execute(q.DROPS), key=lambda row: (rank[row[0]], row[1]))
+    conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 0")
+    try:
+        return drop_each(conn, [(kind, quote(name)) for kind, name in found])
+    finally:
+        conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 1")
+
+
+def _lists(part: dict[str, list[Any]]) -> dict[str, Any]:
+    return {"columns": (), **{kind: tuple(items) for kind, items in part.items()}}
+
+
+def _table_options(
+    kind: str, engine: str, collation: str, options: str | None, database_collation: str
+) -> tuple[str, ...]:
+    found = [f"ENGINE={engine}"]
+    if collation != database_collation:
+        found.append(f"COLLATE={collation}")
+    if options:
+        found.append(squeeze(options))
+    if kind == "SYSTEM VERSIONED":
+        found.append("WITH SYSTEM VERSIONING")
+    return tuple(found)
 
 
 def _column(
-    name: str, type_: str, nullable: str, default: str | None, extra: str, generated: str | None
+    name: str,
+    type_: str,
+    nullable: str,
+    default: str | None,
+    extra: str,
+    generated: str | None,
+    collation: str | None,
+    comment: str | None,
+    *,
+    table_collation: str,
 ) -> Column:
     extra = squeeze(extra or "")
+    flags = extra.upper()
     if default is not None and default.upper() == "NULL":
         default = None
-    on_update = extra.lower().find("on update ")
+    on_update = flags.find("ON UPDATE ")
     if on_update >= 0:
         default = f"{default or 'NULL'} {extra[on_update:].upper()}"
     return Column(
         name=name,
-        type=squeeze(type_).upper(),
+        type=_upper_outside_quotes(squeeze(type_)),
         nullable=nullable == "YES",
         default=default,
-        autoincrement="auto_increment" in extra.lower(),
+        autoincrement="AUTO_INCREMENT" in flags,
         generated=unwrap(squeeze(generated)) if generated else None,
+        generated_kind=("VIRTUAL" if "VIRTUAL" in flags else "STORED") if generated else None,
+        collation=collation if collation and collation != table_collation else None,
+        comment=comment or None,
+        invisible="INVISIBLE" in flags,
     )
+
+
+def _indexes(
+    rows: list[Any], tables: dict[str, dict[str, Any]], parts: dict[str, dict[str, list[Any]]]
+) -> None:
+    keys: dict[tuple[str, str], list[str]] = defaultdict(list)
+    kinds: dict[tuple[str, str], tuple[bool, str, str]] = {}
+    for table, index, non_unique, column, sub_part, order, method, comment in rows:
+        key = column if column is not None else "(expression)"
+        key = f"{key}({sub_part})" if sub_part else key
+        keys[table, index].append(f"{key} DESC" if order == "D" else key)
+        kinds[table, index] = (not int(non_unique), method, comment)
+    for (table, index), columns in keys.items():
+        if table not in tables:
+            continue
+        if index == "PRIMARY":
+            tables[table]["primary_key"] = tuple(c.removesuffix(" DESC") for c in columns)
+            continue
+        unique, method, comment = kinds[table, index]
+        parts[table]["indexes"].append(
+            Index(
+                index,
+                tuple(columns),
+                unique,
+                method=None if method == "BTREE" else method,
+                options=f"COMMENT {comment!r}" if comment else None,
+            )
+        )
 
 
 def _foreign_key(name: str, rows: list[Any], actions: list[str]) -> ForeignKey:
@@ -167,25 +217,97 @@ def _foreign_key(name: str, rows: list[Any], actions: list[str]) -> ForeignKey:
         referred_columns=tuple(r[2] for r in rows),
         ondelete=action(on_delete, default=_DEFAULT_ACTIONS),
         onupdate=action(on_update, default=_DEFAULT_ACTIONS),
-        name=name,
+        name=_given(name),
     )
 
 
-def _view_text(text: str, database: str) -> str:
+def _given(name: str) -> str | None:
+    """A constraint's name, None when MariaDB numbered it (``CONSTRAINT_1``, ``t_ibfk_1``):
+    such a name changes when a constraint is dropped and made again, the constraint not."""
+    return None if _COUNTED_NAME.fullmatch(name) else name
+
+
+def _view(name: str, text: str, check: str, security: str, *, database: str) -> View:
+    options = (
+        f"WITH {check} CHECK OPTION" if check and check != "NONE" else "",
+        f"SQL SECURITY {security}" if security and security != "DEFINER" else "",
+    )
+    return View(name, _local(text, database), options=tuple(o for o in options if o))
+
+
+def _trigger(
+    table: str,
+    name: str,
+    timing: str,
+    event: str,
+    orientation: str,
+    order: int,
+    statement: str,
+    *,
+    database: str,
+) -> Trigger:
+    place = f" ORDER {order}" if order and int(order) > 1 else ""
+    text = f"{timing} {event} FOR EACH {orientation}{place} {_local(statement, database)}"
+    return Trigger(table, name, text)
+
+
+def _routines(conn: sa.Connection, database: str) -> tuple[Routine, ...]:
+    parameters: dict[tuple[str, str], list[str]] = defaultdict(list)
+    # Routines are rows of mysql.proc: no table is opened, none can be skipped.
+    for kind, name, mode, parameter, type_ in conn.execute(q.PARAMETERS):
+        shown = f"{parameter} {_upper_outside_quotes(type_)}"
+        parameters[kind, name].append(f"{mode} {shown}" if kind == "PROCEDURE" else shown)
+    found = []
+    for kind, name, returns, deterministic, access, security, comment, body in conn.execute(
+        q.ROUTINES
+    ):
+        parts = [
+            f"({', '.join(parameters[kind, name])})",
+            f"RETURNS {_upper_outside_quotes(returns)}" if returns else "",
+            "DETERMINISTIC" if deterministic == "YES" else "NOT DETERMINISTIC",
+            access,
+            f"SQL SECURITY {security}",
+            f"COMMENT {comment!r}" if comment else "",
+            _local(body or "", database),
+        ]
+        found.append(Routine(kind.lower(), name, " ".join(p for p in parts if p)))
+    return tuple(found)
+
+
+def _sequences(conn: sa.Connection, names: list[str]) -> tuple[SequenceDef, ...]:
+    """Every sequence's definition, in one statement; none when there are none."""
+    if not names:
+        return ()
+    quote = conn.dialect.identifier_preparer.quote
+    union = " UNION ALL ".join(
+        q.SEQUENCE.format(name=i, table=quote(n).replace(":", "\\:")) for i, n in enumerate(names)
+    )
+    found = []
+    for i, start, increment, minimum, maximum, cache, cycle in _rows(conn, sa.text(union)):
+        found.append(
+            SequenceDef(
+                names[int(i)],
+                None,
+                int(start),
+                int(increment),
+                int(minimum),
+                int(maximum),
+                int(cache),
+                bool(cycle),
+            )
+        )
+    return tuple(found)
+
+
+def _local(text: str, database: str) -> str:
+    """Without the database's name, which MariaDB writes into a view's definition: a
+    scratch copy of the schema compares equal."""
     return squeeze(text.replace(f"`{database}`.", ""))
 
 
-_OBJECTS = sa.text(
-    "SELECT IF(TABLE_TYPE = 'VIEW', 'VIEW', IF(TABLE_TYPE = 'SEQUENCE', 'SEQUENCE', 'TABLE')), "
-    "TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
-    "ORDER BY TABLE_TYPE = 'VIEW' DESC, TABLE_NAME"
-)
-
-
-def drop_everything(conn: sa.Connection) -> list[str]:
-    found = [(kind, name) for kind, name in conn.execute(_OBJECTS)]
-    conn.execute(sa.text("SET FOREIGN_KEY_CHECKS = 0"))  # this session only
-    try:
-        return drop_in_order(conn, found)
-    finally:
-        conn.execute(sa.text("SET FOREIGN_KEY_CHECKS = 1"))
+def _upper_outside_quotes(text: str) -> str:
+    """Upper case, but an ENUM's or SET's labels as they are: ``enum('Sad','happy')``."""
+    return "".join(
+        part if part.startswith("'") else part.upper()
+        for part in re.split(r"('(?:[^'\\]|''|\\.)*')", text)
+    )
