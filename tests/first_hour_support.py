@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
 
+import rung
 from rung import scaffold
 
 PROJECT_PACKAGES = ("server", "scripts")
@@ -164,7 +164,7 @@ def _body(code: str | list[str]) -> str:
 
 
 async def _columns(url: str, table: str) -> set[str]:
-    engine = create_async_engine(url)
+    engine = rung.create_engine(url)  # a driverless URL too
     try:
         async with engine.connect() as conn:
 

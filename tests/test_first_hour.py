@@ -73,18 +73,9 @@ def test_per_migration_commits_are_not_called_rolled_back(sqlite_project: Projec
 
 
 async def test_migration_failed_carries_the_rolled_back_names(
-    engine: AsyncEngine, migrations: MigrationPackage, request: pytest.FixtureRequest
+    engine: AsyncEngine, migrations: MigrationPackage
 ) -> None:
     transactional = TRANSACTIONAL_DDL[backend_of(str(engine.url))]
-    if transactional:
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="runner.py: _batch_undone_on_error empties self.done before the "
-                "except-Failed handler reads the batch's names, so MigrationFailed.rolled_back "
-                "is always empty (the CLI names them from its progress lines meanwhile)",
-            )
-        )
     first = migrations.add("one", "await conn.execute(text('CREATE TABLE one (id INTEGER)'))")
     migrations.add("two", "raise RuntimeError('boom')")
     with pytest.raises(MigrationFailed) as failed:

@@ -99,6 +99,12 @@ class Context:
         check_driver(url)
         return url
 
+    @property
+    def shown_url(self) -> str:
+        """The database as rung reaches it (driver named, a file's path absolute), its
+        password masked."""
+        return self.url.render_as_string(hide_password=True)
+
     @asynccontextmanager
     async def database(self, *, must_exist: bool = False) -> AsyncIterator[AsyncEngine]:
         """The configured database, once it accepts connections (--wait). Everything that
@@ -142,7 +148,6 @@ class Context:
             raise RungError(f"rung {command} cancelled: nothing was changed")
 
     def report(self, done: Sequence[Executed], engine: AsyncEngine, nothing: str) -> int:
-        self.out.finished_ok.clear()  # what is reported here was kept
         output.executed(self.out, done, self._how(done, engine), nothing)
         return 0
 
@@ -256,9 +261,7 @@ async def cmd_status(ctx: Context) -> int:
             f"{url.database} does not exist yet: every migration is pending (rung up makes it)"
         )
         found = states(migrations, [])
-    output.status(
-        ctx.out, found, f"database {ctx.cfg.shown_url}, history in {ctx.cfg.table}", holder
-    )
+    output.status(ctx.out, found, f"database {ctx.shown_url}, history in {ctx.cfg.table}", holder)
     return 1 if ctx.args.exit_code and outstanding(found) else 0
 
 
@@ -289,7 +292,7 @@ async def cmd_fresh(ctx: Context) -> int:
     from rung.api import fresh
 
     c = ctx.cfg
-    ctx.confirm(f"drop every table in {c.shown_url}, then apply every migration")
+    ctx.confirm(f"drop every table in {ctx.shown_url}, then apply every migration")
     async with ctx.database() as engine:
         dropped, done = await fresh(
             engine,
@@ -307,7 +310,7 @@ async def cmd_refresh(ctx: Context) -> int:
     from rung.api import downgrade, upgrade
 
     c = ctx.cfg
-    ctx.confirm(f"revert every migration in {c.shown_url}, then apply them all again")
+    ctx.confirm(f"revert every migration in {ctx.shown_url}, then apply them all again")
     async with ctx.database(must_exist=True) as engine:
         reverted = await downgrade(
             engine,
@@ -336,7 +339,7 @@ async def cmd_reset(ctx: Context) -> int:
     from rung.api import downgrade
 
     c = ctx.cfg
-    ctx.confirm(f"revert every migration in {c.shown_url}")
+    ctx.confirm(f"revert every migration in {ctx.shown_url}")
     async with ctx.database(must_exist=True) as engine:
         done = await downgrade(
             engine,

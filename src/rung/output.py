@@ -43,8 +43,6 @@ class Output:
         self.events = True  # render the runner's start/done events
         self.url = ""  # its password is masked in everything printed
         self._open_line = False
-        self._current: tuple[str, str] | None = None  # (verb, name) of the migration running
-        self.finished_ok: list[tuple[str, str]] = []  # (verb, name) of those reported "ok"
 
     def paint(self, text: str, colour: str, stream: IO[str] | None = None) -> str:
         stream = stream or sys.stdout
@@ -88,16 +86,12 @@ class Output:
         self._write(sys.stdout, json.dumps(value, indent=2, default=str))
 
     def started(self, verb: str, name: str) -> None:
-        self._current = (verb, name)
         if self.events and not self.quiet:
             self.end_line()
             _put(self.progress, f"{verb} {name} ... ")
             self._open_line = True
 
     def finished(self, ms: float) -> None:
-        if self._current is not None:
-            self.finished_ok.append(self._current)
-            self._current = None
         if self._open_line:
             self._open_line = False
             _put(self.progress, f"{self.paint('ok', 'green', self.progress)} ({duration(ms)})\n")
@@ -105,14 +99,10 @@ class Output:
     def rolled_back(self, exc: MigrationFailed) -> None:
         """After a failure that rolled back migrations whose line said "ok": say so, so
         that no "ok" above is taken for a migration the database kept."""
-        verb = "applying" if exc.direction == "up" else "reverting"
-        names = list(exc.rolled_back) or [
-            n for v, n in self.finished_ok if v == verb and n not in exc.done and n != exc.name
-        ]
-        if names:
+        if exc.rolled_back:
             what = "applied" if exc.direction == "up" else "reverted"
             self.note(
-                f"rolled back with it: {', '.join(names)} ({what} above in the same "
+                f"rolled back with it: {', '.join(exc.rolled_back)} ({what} above in the same "
                 "transaction, so not kept)"
             )
 
