@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import os
 import re
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -613,3 +614,40 @@ def test_verify_prints_failures_first_and_counts_what_it_ran(project: Project) -
     assert ok.code == 0 and ok.out.splitlines()[-1] == (
         "checked 1 migration: every down reverses its up"
     )
+
+
+# -- 15. packaging: no benchmark peers among the package's extras; three quick starts --------
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def test_benchmark_peers_are_not_extras_of_the_package() -> None:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+    project = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert set(extras) == {"postgres", "mysql", "test"}  # Poetry resolves every one of them
+    named = {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower() for e in extras.values() for r in e}
+    bench = (REPOSITORY / "benchmarks" / "requirements.txt").read_text()
+    for peer in ("alembic", "yoyo-migrations", "psycopg", "pymysql", "pyinstrument"):
+        assert peer not in named and re.search(rf"^{peer}\b", bench, re.M), peer
+    # A requirement that needs a newer Python than rung does is marked, or Poetry refuses it.
+    (linter,) = [r for r in extras["test"] if r.startswith("import-linter")]
+    assert "python_version >= '3.11'" in linter
+    assert "'.[bench]'" not in (REPOSITORY / "benchmarks" / "README.md").read_text()
+
+
+def test_the_readme_has_a_quick_start_for_pip_poetry_and_uv() -> None:
+    readme = (REPOSITORY / "README.md").read_text()
+    commands = {
+        m[1]: m[2].strip()
+        for m in re.finditer(r"<!-- quick-start: (\w+) -->\n```sh\n(.*?)```", readme, re.S)
+    }
+    assert commands == {
+        "pip": "python3 -m venv .venv && .venv/bin/pip install -q -e . && "
+        ".venv/bin/python scripts/init_db.py",
+        "poetry": "poetry install && poetry run python scripts/init_db.py",
+        "uv": "uv sync && uv run python scripts/init_db.py",
+    }
