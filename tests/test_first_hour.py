@@ -151,7 +151,9 @@ def test_irreversible_refusal_suggests_what_works(sqlite_project: Project) -> No
 def test_did_you_mean_for_commands_and_options(tmp_path: Path) -> None:
     command = cli("stauts", cwd=tmp_path)
     assert command.code == 2
-    assert "rung: error: unknown command 'stauts'; did you mean 'status'?" in command.err
+    assert "rung: error: invalid choice: 'stauts'; did you mean 'status'?" in command.err
+    alembic = cli("upgrade", cwd=tmp_path)  # another tool's word
+    assert alembic.code == 2 and "invalid choice: 'upgrade'; did you mean 'up'?" in alembic.err
     option = cli("up", "--dryrun", cwd=tmp_path)
     assert option.code == 2
     assert option.err.splitlines() == [

@@ -74,9 +74,13 @@ class Parser(argparse.ArgumentParser):
         choice = re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)
         if choice:
             typed = choice[1]
-            close = difflib.get_close_matches(typed, COMMANDS, n=1, cutoff=0.6)
+            close = (
+                [ALIASES[typed]]
+                if typed in ALIASES
+                else difflib.get_close_matches(typed, COMMANDS, n=1, cutoff=0.6)
+            )
             mean = f"; did you mean '{close[0]}'?" if close else ""
-            return f"unknown command {typed!r}{mean} (commands: {', '.join(COMMANDS)})"
+            return f"invalid choice: {typed!r}{mean} (the commands: {', '.join(COMMANDS)})"
         unknown = re.match(r"unrecognized arguments: (.*)", message)
         if unknown:
             words = unknown[1].split()
@@ -150,6 +154,18 @@ COMMANDS: dict[str, str] = {
     "check": "check the registry against its folder (no database)",
     "verify": "prove on a scratch database that every down reverses its up",
     "drift": "name schema changes made outside the migrations",
+}
+
+# Other tools' words for rung's commands, for "did you mean".
+ALIASES = {
+    "upgrade": "up",
+    "migrate": "up",
+    "downgrade": "down",
+    "rollback": "down",
+    "history": "status",
+    "current": "status",
+    "revision": "new",
+    "stamp": "baseline",
 }
 
 # Each command's own options: (flags, keyword arguments of add_argument).
