@@ -378,14 +378,15 @@ async def cmd_baseline(ctx: Context) -> int:
 
 async def cmd_repair(ctx: Context) -> int:
     from rung.api import repair
+    from rung.migration import NAME_PATTERN
 
     a, c = ctx.args, ctx.cfg
     applied = True if a.applied else False if a.not_applied else None
-    registered = [m.name for m in ctx.migrations]
-    # A unique part of a registered name will do; an unknown entry needs its full name.
+    # A unique part of a registered name will do; a full name (an unknown entry's too) is
+    # taken as it is.
     name = a.name
-    if name is not None and name not in registered and any(name in n for n in registered):
-        name = _find_name(registered, name, "")
+    if name is not None and not NAME_PATTERN.fullmatch(name):
+        name = _find_name([m.name for m in ctx.migrations], name, "")
     async with ctx.database(must_exist=True) as engine:
         done = await repair(
             engine,

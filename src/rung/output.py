@@ -249,17 +249,18 @@ def executed(out: Output, done: Sequence[Executed], how: str, nothing: str) -> N
         out.note(f"{count(len(done), 'migration')} {verb} in {total}{how}")
 
 
+NOTHING_TO = {
+    "apply": "nothing to apply: the database is up to date",
+    "revert": "nothing to revert",
+}
+
+
 def dry_run(out: Output, done: Sequence[Executed], verb: str) -> None:
     if out.as_json:
         out.data({"dry_run": True, "migrations": [executed_json(e) for e in done]})
         return
-    if not done:
-        nothing = (
-            "nothing to apply: the database is up to date"
-            if verb == "apply"
-            else ("nothing to revert")
-        )
-        out.note(f"dry run: {nothing}")
+    if not done:  # as 'rung up' and 'rung down' say it
+        out.note(f"dry run: {NOTHING_TO[verb]}")
         return
     for e in done:
         out.result(f"would {verb} {e.name}", "bold")
