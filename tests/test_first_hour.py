@@ -653,3 +653,16 @@ def test_the_readme_has_a_quick_start_for_pip_poetry_and_uv() -> None:
         "poetry": "poetry install && poetry run python scripts/init_db.py",
         "uv": "uv sync && uv run python scripts/init_db.py",
     }
+
+
+def test_repair_takes_a_full_name_as_it_is(sqlite_project: Project) -> None:
+    """An unknown history entry whose name is part of a registered one is the one meant."""
+    p = sqlite_project
+    gone = p.add("a", ["CREATE TABLE a (id INTEGER)"])
+    assert p.rung("up").code == 0
+    longer = "m20260408_000001_ab"
+    p.write(longer, ["CREATE TABLE ab (id INTEGER)"])
+    p.register([longer])
+    result = p.rung("repair", gone, "--not-applied")
+    assert result.code == 0 and f"{gone}: mark as not applied" in result.out, result.text
+    assert p.states() == {longer: "pending"}
