@@ -308,7 +308,8 @@ class Lease:
                     logger.debug("lock not renewed this time (%s)", first_line(exc))
                 else:
                     logger.warning("could not renew rung's lock (%s)", first_line(exc))
-                    await self._reconnect()
+                    with contextlib.suppress(Exception):  # the next tick tries again
+                        await self._reconnect()
                 continue
             if not renewed:
                 self.lost = True
