@@ -301,9 +301,15 @@ class Lease:
             await asyncio.sleep(self.lease / 3)
             try:
                 renewed = await self._retrying(self._renew_once)
-            except Exception as exc:  # the next tick tries again, on a new connection
-                logger.warning("could not renew rung's lock (%s)", first_line(exc))
-                await self._reconnect()
+            except Exception as exc:  # the next tick tries again
+                if isinstance(exc, sa.exc.DBAPIError) and self.dialect.conflict(exc):
+                    # The run itself is writing (SQLite lets one writer at a time): each of
+                    # its commits renews the lease anyway.
+                    logger.debug("lock not renewed this time (%s)", first_line(exc))
+                else:
+                    logger.warning("could not renew rung's lock (%s)", first_line(exc))
+                    with contextlib.suppress(Exception):  # the next tick tries again
+                        await self._reconnect()
                 continue
             if not renewed:
                 self.lost = True
