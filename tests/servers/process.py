@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -28,10 +29,10 @@ def accepts(port: int) -> bool:
 class Started:
     """A server process this test session started; ``stop`` ends that pid only."""
 
-    def __init__(self, name: str, argv: Sequence[str], log: Path, **popen: object) -> None:
+    def __init__(self, name: str, argv: Sequence[str], log: Path, **popen: Any) -> None:
         self.name, self.log = name, log
         with log.open("ab") as out:
-            self.proc = subprocess.Popen(  # noqa: S603  (argv built by the harness)
+            self.proc = subprocess.Popen(
                 list(argv), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **popen
             )
 
