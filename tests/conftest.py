@@ -173,3 +173,9 @@ def migrations(tmp_path: Path) -> MigrationPackage:
 def sql(statement: str) -> str:
     """Body of a migration that executes one SQL statement."""
     return f"await conn.execute(text({statement!r}))"
+
+
+def within(seconds: float) -> float:
+    """An upper bound for something configured to take ``seconds``, generous enough for a
+    loaded machine: it tells "bounded by that setting" from "not bounded", not fast from slow."""
+    return 3 * seconds + 10
