@@ -11,6 +11,7 @@ import json
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -106,19 +107,20 @@ async def holding_the_lock(url: str, table: str = "rung_migrations") -> AsyncIte
 
 
 @contextmanager
-def mariadb_account(url: str, user: str, password: str) -> Iterator[str]:
-    """A MariaDB account ``user`` with ``password`` and every right on ``url``'s database,
+def mariadb_account(url: str, password: str) -> Iterator[str]:
+    """A MariaDB account of this test's own (a unique name: accounts are server-wide, and
+    other runs share the server) with ``password`` and every right on ``url``'s database,
     dropped afterwards; yields ``url`` as that account."""
+    user = f"rung_u_{uuid.uuid4().hex[:12]}"
     database = sa.make_url(url).database
-    asyncio.run(
-        _admin(
-            url,
-            f"DROP USER IF EXISTS '{user}'@'%'",
-            f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'",
-            f"GRANT ALL PRIVILEGES ON `{database}`.* TO '{user}'@'%'",
-        )
-    )
     try:
+        asyncio.run(
+            _admin(
+                url,
+                f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'",
+                f"GRANT ALL PRIVILEGES ON `{database}`.* TO '{user}'@'%'",
+            )
+        )
         account = sa.make_url(url).set(username=user, password=password)
         yield account.render_as_string(hide_password=False)
     finally:
