@@ -148,24 +148,24 @@ def _isolated(
     path, modules = list(sys.path), set(sys.modules)
     start = [str(SCRIPT.parent), *_site_path()]  # the console script's, in a new process
     hidden = _shadowed(root)
-    for name in hidden:
-        del sys.modules[name]
     environment = dict(os.environ)
     streams = sys.stdin, sys.stdout, sys.stderr
     logs = _logging_state()
     sigterm = signal.getsignal(signal.SIGTERM) if _main_thread() else None
     bytecode = sys.dont_write_bytecode
     here = os.getcwd()
-    # A hang ends the test process with every thread's traceback, instead of never ending.
-    faulthandler.dump_traceback_later(TIMEOUT, exit=True, file=sys.__stderr__ or sys.stderr)
-    os.environ.clear()
-    os.environ.update(env)
-    sys.stdin, sys.stdout, sys.stderr = io.StringIO(stdin), out, err
-    sys.dont_write_bytecode = True  # a migration rewritten within a second must not go stale
-    sys.path[:] = start
-    importlib.invalidate_caches()
-    os.chdir(cwd)
     try:
+        for name in hidden:
+            del sys.modules[name]
+        # A hang ends the test process with every thread's traceback, instead of never ending.
+        faulthandler.dump_traceback_later(TIMEOUT, exit=True, file=sys.__stderr__ or sys.stderr)
+        os.environ.clear()
+        os.environ.update(env)
+        sys.stdin, sys.stdout, sys.stderr = io.StringIO(stdin), out, err
+        sys.dont_write_bytecode = True  # a migration rewritten within a second must not go stale
+        sys.path[:] = start
+        importlib.invalidate_caches()
+        os.chdir(cwd)
         yield
     finally:
         os.chdir(here)
@@ -177,10 +177,10 @@ def _isolated(
         if sigterm is not None:
             signal.signal(signal.SIGTERM, sigterm)
         _restore_logging(logs)
-        added = [p for p in sys.path if p not in start]
+        added = [Path(p) for p in sys.path if p not in start]
         sys.path[:] = path
         for name in set(sys.modules) - modules:
-            if _loaded_from(sys.modules[name], [root, *map(Path, added)]):
+            if _loaded_from(sys.modules[name], [root, cwd.resolve(), *added]):
                 del sys.modules[name]
         for key in [k for k in sys.path_importer_cache if _under(Path(k), root)]:
             del sys.path_importer_cache[key]
