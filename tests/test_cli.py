@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -340,19 +341,29 @@ def test_urls_as_platforms_hand_them_out(todos: Project, db_url: str, backend: s
     assert status.code == 0 and "2 pending" in status.out, status.text
     secret = "Qu3ryPassw0rd"
     bad = (
-        sa.make_url(db_url).set(database="rung_no_such_db").update_query_dict({"password": secret})
+        sa.make_url(db_url)
+        .set(database=f"rung_no_such_db_{uuid.uuid4().hex[:12]}")
+        .update_query_dict({"password": secret})
     )
     refused = todos.rung("status", "-v", env=clean_environment(DATABASE_URL=str(bad)))
     assert refused.code == 2 and "password=***" in refused.err
     assert secret not in refused.text
 
 
-def test_sigterm_cancels_like_ctrl_c_and_drops_the_scratch_database(project: Project) -> None:
+def test_sigterm_cancels_like_ctrl_c_and_drops_the_scratch_database(
+    project: Project, tmp_path: Path
+) -> None:
     """``kill``, ``timeout`` and a stopping container send SIGTERM: verify still drops its
     scratch database on the way out."""
-    slow = "await conn.execute(text('CREATE TABLE slow (id INTEGER)'))\n"
-    project.add("slow", slow + "import asyncio\nawait asyncio.sleep(20)", ["DROP TABLE slow"])
-    env = clean_environment(DATABASE_URL=project.url)
+    slow = """
+    import asyncio, os, pathlib
+    await conn.execute(text("CREATE TABLE slow (id INTEGER)"))
+    pathlib.Path(os.environ["RUNG_TEST_SLEEPING"]).touch()
+    await asyncio.sleep(60)
+    """
+    project.add("slow", slow, ["DROP TABLE slow"])
+    sleeping = tmp_path / "sleeping"
+    env = clean_environment(DATABASE_URL=project.url, RUNG_TEST_SLEEPING=str(sleeping))
     with subprocess.Popen(
         [*RUNG, "verify", "-v"], cwd=project.root, env=env, stderr=subprocess.PIPE, text=True
     ) as proc:
@@ -363,7 +374,9 @@ def test_sigterm_cancels_like_ctrl_c_and_drops_the_scratch_database(project: Pro
             assert line, "verify ended before creating its scratch database"
             if "created scratch database " in line:
                 created = line.split("created scratch database ", 1)[1].strip()
-        time.sleep(1)  # inside the slow migration now
+        while not sleeping.exists():  # inside the slow migration on the scratch database
+            assert proc.poll() is None, "verify ended before the slow migration"
+            time.sleep(0.05)
         proc.terminate()
         rest = proc.communicate(timeout=TIMEOUT)[1]
     # 130 and "interrupted": cancelled by rung's handler (SIGTERM's default ends with -15)
