@@ -1,22 +1,34 @@
 """A user's project for CLI tests: made by ``rung init`` (once per process, then copied),
-with migrations written as files and registered in lib.py, and the real ``rung`` command
-run in a subprocess against it.
+with migrations written as files and registered in lib.py, and the ``rung`` command run
+against it: in this process (``cli``, ``Project.rung``), or as a real process (``run``) for
+what only a process shows (the console script, pipes, signals, a terminal, import cost).
 """
 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import functools
+import importlib
+import io
 import json
+import logging
 import os
 import pty
+import runpy
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,7 +36,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 RUNG = [sys.executable, "-m", "rung"]
 SCRIPT = Path(sys.executable).with_name("rung")
-TIMEOUT = 60
+TIMEOUT = 300  # seconds: only a backstop against a hang, never a measure of speed
+CONNECT_TIMEOUT = 10.0  # seconds: rung's own, when --wait is not given ("no answer within 10 s")
 _template: Path | None = None
 
 
@@ -51,6 +64,190 @@ def clean_environment(**extra: str) -> dict[str, str]:
     }
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # migrations edited within a second must not go stale
     return env | extra
+
+
+def cli(*args: str, cwd: Path, env: Mapping[str, str] | None = None, stdin: str = "") -> Result:
+    """``rung ARGS`` run in this process by ``rung.cli.main``, as if it were a new one."""
+    from rung.cli import main
+
+    return in_process(lambda: main(list(args)), cwd, env, stdin)
+
+
+def script(path: Path, cwd: Path, env: Mapping[str, str] | None = None) -> Result:
+    """``python PATH`` run in this process, as a new one would run it."""
+
+    def main() -> int:
+        runpy.run_path(str(path), run_name="__main__")  # its sys.exit(...) is its exit code
+        return 0
+
+    return in_process(main, cwd, env)
+
+
+def in_process(
+    command: Callable[[], int | None],
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    stdin: str = "",
+) -> Result:
+    """Run ``command`` (a program's main) in this process, as a process of its own would:
+    in ``cwd``, with exactly the environment ``env`` (default: ``clean_environment()``),
+    ``stdin`` as its input, its output captured and its exit code returned. What it
+    imports from the project (whose modules have the same names in every test project)
+    and what it adds to ``sys.path`` are gone afterwards, and what the test process had
+    loaded under those names is hidden from it and back afterwards."""
+    out, err = io.StringIO(), io.StringIO()
+    with _isolated(cwd, clean_environment() if env is None else env, stdin, out, err):
+        # asyncio.run refuses to start inside a running loop: there, the command gets a thread
+        code = _in_thread(command) if _loop_running() else _exit_code(command)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _exit_code(command: Callable[[], int | None]) -> int:
+    try:
+        code = command()
+    except SystemExit as end:  # argparse, --help, --version, sys.exit
+        if end.code is None or isinstance(end.code, int):
+            code = end.code
+        else:  # sys.exit("text"): printed on stderr, exit 1
+            print(end.code, file=sys.stderr)
+            code = 1
+    return code or 0
+
+
+def _in_thread(command: Callable[[], int | None]) -> int:
+    codes: list[int] = []
+    failures: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            codes.append(_exit_code(command))
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=target, name="rung-in-process")
+    thread.start()
+    thread.join()
+    if failures:
+        raise failures[0]
+    return codes[0]
+
+
+@contextmanager
+def _isolated(
+    cwd: Path, env: Mapping[str, str], stdin: str, out: io.StringIO, err: io.StringIO
+) -> Iterator[None]:
+    root = _project_root(cwd)
+    path, modules = list(sys.path), set(sys.modules)
+    start = [str(SCRIPT.parent), *_site_path()]  # the console script's, in a new process
+    hidden = _shadowed(root)
+    environment = dict(os.environ)
+    streams = sys.stdin, sys.stdout, sys.stderr
+    logs = _logging_state()
+    sigterm = signal.getsignal(signal.SIGTERM) if _main_thread() else None
+    bytecode = sys.dont_write_bytecode
+    here = os.getcwd()
+    try:
+        for name in hidden:
+            del sys.modules[name]
+        # A hang ends the test process with every thread's traceback, instead of never ending.
+        faulthandler.dump_traceback_later(TIMEOUT, exit=True, file=sys.__stderr__ or sys.stderr)
+        os.environ.clear()
+        os.environ.update(env)
+        sys.stdin, sys.stdout, sys.stderr = io.StringIO(stdin), out, err
+        sys.dont_write_bytecode = True  # a migration rewritten within a second must not go stale
+        sys.path[:] = start
+        importlib.invalidate_caches()
+        os.chdir(cwd)
+        yield
+    finally:
+        os.chdir(here)
+        faulthandler.cancel_dump_traceback_later()
+        sys.dont_write_bytecode = bytecode
+        sys.stdin, sys.stdout, sys.stderr = streams
+        os.environ.clear()
+        os.environ.update(environment)
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
+        _restore_logging(logs)
+        added = [Path(p) for p in sys.path if p not in start]
+        sys.path[:] = path
+        for name in set(sys.modules) - modules:
+            if _loaded_from(sys.modules[name], [root, cwd.resolve(), *added]):
+                del sys.modules[name]
+        for key in [k for k in sys.path_importer_cache if _under(Path(k), root)]:
+            del sys.path_importer_cache[key]
+        sys.modules.update(hidden)
+
+
+@functools.cache
+def _site_path() -> tuple[str, ...]:
+    """``sys.path`` of a new process of this Python, without its first entry (the folder of
+    the script or ``-c``): no test folders, no repository root, no test's package."""
+    probe = "import json, sys; print(json.dumps(sys.path[1:]))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=TIMEOUT,
+    )
+    return tuple(json.loads(done.stdout))
+
+
+def _project_root(cwd: Path) -> Path:
+    """Where rung finds the project: the nearest folder up with a pyproject.toml."""
+    cwd = cwd.resolve()
+    return next((d for d in (cwd, *cwd.parents) if (d / "pyproject.toml").is_file()), cwd)
+
+
+def _shadowed(root: Path) -> dict[str, ModuleType]:
+    """Loaded modules that the project's own would replace in a new process (``server``,
+    from this repository, when a test imported its example registry)."""
+    tops = {name.partition(".")[0] for name in sys.modules}
+    mine = {t for t in tops if (root / t).is_dir() or (root / f"{t}.py").is_file()}
+    return {
+        name: module
+        for name, module in sys.modules.items()
+        if name.partition(".")[0] in mine and not _loaded_from(module, [root])
+    }
+
+
+def _loaded_from(module: ModuleType | None, folders: list[Path]) -> bool:
+    places = [getattr(module, "__file__", None), *getattr(module, "__path__", [])]
+    return any(place and _under(Path(place), folder) for place in places for folder in folders)
+
+
+def _under(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+LoggingState = list[tuple[logging.Logger, list[logging.Handler], int]]
+
+
+def _logging_state() -> LoggingState:
+    return [
+        (logger, list(logger.handlers), logger.level)
+        for logger in (logging.getLogger(), logging.getLogger("rung"))
+    ]
+
+
+def _restore_logging(state: LoggingState) -> None:
+    for logger, handlers, level in state:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, stdin: str = "") -> Result:
@@ -99,7 +296,7 @@ def template(base: Path) -> Path:
     if _template is None:
         folder = base / "template"
         folder.mkdir()
-        result = run([*RUNG, "init"], folder)
+        result = cli("init", cwd=folder)
         assert result.code == 0, result.text
         _template = folder
     return _template
@@ -120,9 +317,9 @@ class Project:
         return cls(root, url)
 
     def rung(self, *args: str, env: dict[str, str] | None = None, stdin: str = "") -> Result:
-        return run(
-            [*RUNG, *args], self.root, env or clean_environment(DATABASE_URL=self.url), stdin
-        )
+        """``rung ARGS`` in the project, in this process (``run`` starts a real one)."""
+        env = clean_environment(DATABASE_URL=self.url) if env is None else env
+        return cli(*args, cwd=self.root, env=env, stdin=stdin)
 
     def add(
         self, slug: str, up: str | list[str], down: str | list[str] | None = "", **kw: Any

@@ -205,3 +205,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             from _pytest.nodeid import NodeId  # pytest >= 9.2, where the rename is lost
 
             item._id = NodeId.parse(item.nodeid + suffix)
+
+
+def within(seconds: float) -> float:
+    """An upper bound for something configured to take ``seconds``, generous enough for a
+    loaded machine: it tells "bounded by that setting" from "not bounded", not fast from slow."""
+    return 3 * seconds + 10

@@ -97,16 +97,13 @@ async def exists(url: sa.URL) -> bool:
     return bool(await database_names(url, url.database or ""))
 
 
-async def assert_scratch_dropped(caplog: pytest.LogCaptureFixture, purpose: str) -> None:
-    """Every scratch database this test made is gone; on a server, when tests do not run in
-    parallel, no ``rung_<purpose>_%`` database is left at all."""
+async def assert_scratch_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    """Every scratch database this test made is gone. (Not "no ``rung_<purpose>_%`` database
+    is left on the server": other runs share the server and have theirs.)"""
     urls = scratch_urls(caplog)
     assert urls, "the test made no scratch database"
     for url in urls:
         assert not await exists(url), f"scratch database {url.database} was left behind"
-    server = urls[0]
-    if server.get_backend_name() != "sqlite" and "PYTEST_XDIST_WORKER" not in os.environ:
-        assert await database_names(server, f"rung\\_{purpose}\\_%") == []
 
 
 @asynccontextmanager

@@ -1,20 +1,37 @@
-"""The ``rung`` command, run for real in a subprocess, in a project made by ``rung init``,
-against SQLite, PostgreSQL and MariaDB: every command, exit codes, JSON, refusals."""
+"""The ``rung`` command in a project made by ``rung init``, against SQLite, PostgreSQL and
+MariaDB: every command, exit codes, JSON, refusals. Commands run in this process
+(``rung.cli.main``, as a new process would); what only a process shows (the console
+script, ``python -m rung``, a closed pipe, SIGTERM, a terminal, import cost) runs as one."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import socket
 import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from cli_support import RUNG, SCRIPT, Project, clean_environment, driverless, run
+from cli_support import (
+    CONNECT_TIMEOUT,
+    RUNG,
+    SCRIPT,
+    TIMEOUT,
+    Project,
+    clean_environment,
+    cli,
+    driverless,
+    run,
+    run_on_terminal,
+)
+from conftest import within
 from safety_nets import exists
 
 TRANSACTIONAL_DDL = {"sqlite": True, "postgresql": True, "mariadb": False}
@@ -92,14 +109,16 @@ def test_driver_notes_show_only_with_verbose(project: Project) -> None:
         assert re.search(r"^rung: asyncmy: Unknown table .*nothing_here", verbose.err, re.M)
 
 
-def test_a_closed_output_pipe_does_not_stop_a_run(todos: Project) -> None:
-    """``rung up | head -1``: when the reader goes away, the migrations still complete."""
+def test_a_closed_output_pipe_does_not_stop_a_run(sqlite_project: Project) -> None:
+    """``rung up | head -1``: when the reader goes away, the migrations still complete (the
+    output's concern, alike on every database)."""
+    todos = add_todos(sqlite_project)
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before rung writes its first line
     env = clean_environment(DATABASE_URL=todos.url)
     with subprocess.Popen([*RUNG, "up"], cwd=todos.root, env=env, stdout=write_end) as proc:
         os.close(write_end)
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=TIMEOUT) == 0
     status = todos.rung("status", "--json")
     assert [m["state"] for m in status.json()["migrations"]] == ["applied", "applied"]
 
@@ -296,16 +315,6 @@ def test_configuration_sources(todos: Project, db_url: str) -> None:
     assert flagged.code == 0 and "1 applied, 1 pending" in flagged.out
 
 
-def test_tracking_table_with_quotes_and_spaces(todos: Project) -> None:
-    table = 'my "odd" table'
-    assert todos.rung("up", "--table", table).code == 0
-    assert table in todos.tables()
-    env = clean_environment(DATABASE_URL=todos.url, RUNG_TABLE=table)
-    assert todos.rung("down", env=env).code == 0
-    assert list(todos.states("--table", table).values()) == ["applied", "pending"]
-    assert set(todos.states().values()) == {"pending"}  # the default table is another history
-
-
 @pytest.mark.parametrize("backend", ["postgresql", "mariadb"], indirect=True)  # SQLite: none
 def test_password_is_masked(todos: Project, db_url: str, backend: str) -> None:
     secret = "Sup3rSecretPw"
@@ -332,19 +341,29 @@ def test_urls_as_platforms_hand_them_out(todos: Project, db_url: str, backend: s
     assert status.code == 0 and "2 pending" in status.out, status.text
     secret = "Qu3ryPassw0rd"
     bad = (
-        sa.make_url(db_url).set(database="rung_no_such_db").update_query_dict({"password": secret})
+        sa.make_url(db_url)
+        .set(database=f"rung_no_such_db_{uuid.uuid4().hex[:12]}")
+        .update_query_dict({"password": secret})
     )
     refused = todos.rung("status", "-v", env=clean_environment(DATABASE_URL=str(bad)))
     assert refused.code == 2 and "password=***" in refused.err
     assert secret not in refused.text
 
 
-def test_sigterm_cancels_like_ctrl_c_and_drops_the_scratch_database(project: Project) -> None:
+def test_sigterm_cancels_like_ctrl_c_and_drops_the_scratch_database(
+    project: Project, tmp_path: Path
+) -> None:
     """``kill``, ``timeout`` and a stopping container send SIGTERM: verify still drops its
     scratch database on the way out."""
-    slow = "await conn.execute(text('CREATE TABLE slow (id INTEGER)'))\n"
-    project.add("slow", slow + "import asyncio\nawait asyncio.sleep(20)", ["DROP TABLE slow"])
-    env = clean_environment(DATABASE_URL=project.url)
+    slow = """
+    import asyncio, os, pathlib
+    await conn.execute(text("CREATE TABLE slow (id INTEGER)"))
+    pathlib.Path(os.environ["RUNG_TEST_SLEEPING"]).touch()
+    await asyncio.sleep(60)
+    """
+    project.add("slow", slow, ["DROP TABLE slow"])
+    sleeping = tmp_path / "sleeping"
+    env = clean_environment(DATABASE_URL=project.url, RUNG_TEST_SLEEPING=str(sleeping))
     with subprocess.Popen(
         [*RUNG, "verify", "-v"], cwd=project.root, env=env, stderr=subprocess.PIPE, text=True
     ) as proc:
@@ -355,12 +374,13 @@ def test_sigterm_cancels_like_ctrl_c_and_drops_the_scratch_database(project: Pro
             assert line, "verify ended before creating its scratch database"
             if "created scratch database " in line:
                 created = line.split("created scratch database ", 1)[1].strip()
-        time.sleep(1)  # inside the slow migration now
-        started = time.monotonic()
+        while not sleeping.exists():  # inside the slow migration on the scratch database
+            assert proc.poll() is None, "verify ended before the slow migration"
+            time.sleep(0.05)
         proc.terminate()
-        rest = proc.communicate(timeout=30)[1]
+        rest = proc.communicate(timeout=TIMEOUT)[1]
+    # 130 and "interrupted": cancelled by rung's handler (SIGTERM's default ends with -15)
     assert proc.returncode == 130 and "rung: error: interrupted" in rest, rest
-    assert time.monotonic() - started < 15
     assert "dropped scratch database" in rest
     scratch = sa.make_url(created.replace("***", "x"))
     assert not asyncio.run(exists(scratch)), f"{created} was left behind"
@@ -414,22 +434,22 @@ COMMANDS = [
 
 
 def test_help_and_version(tmp_path: Path) -> None:
-    help = run([*RUNG, "--help"], tmp_path)
+    help = cli("--help", cwd=tmp_path)
     assert help.code == 0
     assert all(re.search(rf"^    {c} ", help.out, re.MULTILINE) for c in COMMANDS)
-    up_help = run([*RUNG, "up", "--help"], tmp_path)
+    up_help = cli("up", "--help", cwd=tmp_path)
     assert "--dry-run" in up_help.out and "--lock-timeout" in up_help.out
     # Only the named command's options are built: an option's value is never taken for it.
-    status_help = run([*RUNG, "--table", "up", "status", "--help"], tmp_path)
+    status_help = cli("--table", "up", "status", "--help", cwd=tmp_path)
     assert status_help.out.startswith("usage: rung status") and "--exit-code" in status_help.out
-    bare = run([*RUNG], tmp_path)
+    bare = cli(cwd=tmp_path)
     assert bare.code == 2 and "COMMAND" in bare.err
-    version = run([str(SCRIPT), "--version"], tmp_path)  # the console script
+    version = cli("--version", cwd=tmp_path)
     assert version.code == 0 and version.out.startswith("rung ")
 
 
 def test_help_and_new_do_not_import_sqlalchemy(tmp_path: Path) -> None:
-    assert run([*RUNG, "init"], tmp_path).code == 0
+    assert cli("init", cwd=tmp_path).code == 0
     probe = (
         "import runpy, sys\n"
         "sys.argv = ['rung', *sys.argv[1:]]\n"
@@ -447,7 +467,7 @@ def test_help_and_new_do_not_import_sqlalchemy(tmp_path: Path) -> None:
 
 
 def test_bad_urls_are_configuration_errors(tmp_path: Path) -> None:
-    assert run([*RUNG, "init"], tmp_path).code == 0
+    assert cli("init", cwd=tmp_path).code == 0
     cases = {
         "not a url": "does not start with a scheme",
         "nosuchdb://u@h/d": "rung works with SQLite, PostgreSQL, MySQL and MariaDB",
@@ -462,19 +482,20 @@ def test_bad_urls_are_configuration_errors(tmp_path: Path) -> None:
         "postgres:Pw1234@127.0.0.1:5432/d": "does not start with a scheme",
     }
     for url, expected in cases.items():
-        result = run([*RUNG, "status", "--url", url], tmp_path)
+        result = cli("status", "--url", url, cwd=tmp_path)
         assert result.code == 2, (url, result.text)
         assert result.err.startswith("rung: error: ") and expected in result.err, result.err
         assert "Pw1234" not in result.text and "Traceback" not in result.text
     # A URL given where no URL belongs is a usage error, still without its password.
-    misplaced = run([*RUNG, "status", "postgres://u:Pw1234@127.0.0.1/d"], tmp_path)
+    misplaced = cli("status", "postgres://u:Pw1234@127.0.0.1/d", cwd=tmp_path)
     assert misplaced.code == 2 and "u:***@" in misplaced.err and "Pw1234" not in misplaced.text
 
 
 def test_a_server_that_never_answers_fails_within_the_wait(tmp_path: Path) -> None:
     """A listener that accepts connections and never speaks: asyncmy's connect_timeout
     does not cover the handshake, so rung bounds every attempt itself."""
-    assert run([*RUNG, "init"], tmp_path).code == 0
+    assert cli("init", cwd=tmp_path).code == 0
+    wait = 1.0
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
@@ -482,55 +503,57 @@ def test_a_server_that_never_answers_fails_within_the_wait(tmp_path: Path) -> No
         for scheme in ("mysql", "postgres"):
             started = time.monotonic()
             url = f"{scheme}://u@127.0.0.1:{port}/d"
-            result = run([*RUNG, "status", "--wait", "1", "--url", url], tmp_path)
+            result = cli("status", "--wait", f"{wait:g}", "--url", url, cwd=tmp_path)
             assert result.code == 2 and "no answer within 1 s" in result.err, result.text
-            assert time.monotonic() - started < 8
+            assert time.monotonic() - started < within(wait)
 
 
-def test_missing_driver_names_the_extra(tmp_path: Path) -> None:
-    hide = "import runpy, sys; sys.modules['asyncpg'] = None; sys.argv = ['rung', *sys.argv[1:]]; "
-    code = hide + "runpy.run_module('rung', run_name='__main__', alter_sys=True)"
-    result = run([RUNG[0], "-c", code, "status", "--url", "postgres://u@h/d"], tmp_path)
+def test_missing_driver_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "asyncpg", None)  # as if not installed
+    result = cli("status", "--url", "postgres://u@h/d", cwd=tmp_path)
     assert result.code == 2 and "pip install 'rung[postgres]'" in result.err
 
 
 def test_unreachable_database_fails_fast_and_wait_retries(tmp_path: Path) -> None:
-    assert run([*RUNG, "init"], tmp_path).code == 0
+    assert cli("init", cwd=tmp_path).code == 0
     url = "postgresql://postgres:Pw1234@127.0.0.1:1/x"  # nothing listens on port 1
     started = time.monotonic()
-    result = run([*RUNG, "status", "--url", url], tmp_path)
+    result = cli("status", "--url", url, cwd=tmp_path)
     assert result.code == 2 and "cannot connect to postgresql+asyncpg://postgres:***@" in result.err
     assert "--wait" in result.err and "Pw1234" not in result.text
-    assert time.monotonic() - started < 15
+    assert "waiting for" not in result.text  # one attempt: no retry without --wait
+    assert time.monotonic() - started < within(CONNECT_TIMEOUT)
+    wait = 1.5
     started = time.monotonic()
-    waited = run([*RUNG, "up", "--wait", "1.5", "--url", url], tmp_path)
-    assert waited.code == 2 and "within 1.5 s" in waited.err
-    assert 1.2 < time.monotonic() - started < 20
+    waited = cli("up", "--wait", f"{wait:g}", "--url", url, cwd=tmp_path)
+    assert waited.code == 2 and "within 1.5 s" in waited.err and "waiting for" in waited.out
+    # It gives up when its next pause would end past the wait: near the end, not at it.
+    assert wait / 2 < time.monotonic() - started < within(wait)
 
 
 def test_migrator_problems(tmp_path: Path) -> None:
-    assert run([*RUNG, "init"], tmp_path).code == 0
+    assert cli("init", cwd=tmp_path).code == 0
     lib = tmp_path / "server/migration/src/lib.py"
-    missing = run([*RUNG, "status", "--migrator", "no.such.module:Migrator"], tmp_path)
+    missing = cli("status", "--migrator", "no.such.module:Migrator", cwd=tmp_path)
     assert missing.code == 2 and "does not import" in missing.err and "hint:" in missing.err
     lib.write_text("class Migrator:\n    pass\n")
-    assert run([*RUNG, "status"], tmp_path).code == 1  # RegistryError: no migrations()
+    assert cli("status", cwd=tmp_path).code == 1  # RegistryError: no migrations()
     lib.write_text("class Migrator:\n    def migrations():\n        raise RuntimeError('boom')\n")
-    crash = run([*RUNG, "check"], tmp_path)
+    crash = cli("check", cwd=tmp_path)
     assert (
         crash.code == 1
         and crash.err.splitlines()[0] == "rung: error: unexpected RuntimeError: boom"
     )
     assert "Traceback" not in crash.err and "-v" in crash.err
-    assert "Traceback" in run([*RUNG, "check", "-v"], tmp_path).err
+    assert "Traceback" in cli("check", "-v", cwd=tmp_path).err
     (tmp_path / "pyproject.toml").write_text("[tool.rung\nurl = 1\n")
-    broken = run([*RUNG, "status"], tmp_path)
+    broken = cli("status", cwd=tmp_path)
     assert broken.code == 2 and "pyproject.toml is not valid TOML" in broken.err
 
 
 def test_check(tmp_path: Path) -> None:
     project = Project(tmp_path, "postgresql://nobody@127.0.0.1:1/none")  # never connected
-    assert run([*RUNG, "init"], tmp_path).code == 0
+    assert cli("init", cwd=tmp_path).code == 0
     project.add("create_a", ["CREATE TABLE a (id INTEGER)"])
     ok = project.rung("check")
     assert ok.code == 0 and ok.out.startswith("ok, server.migration.src.lib:Migrator: 1 migration")
@@ -550,10 +573,8 @@ def test_check(tmp_path: Path) -> None:
 
 
 def test_colour_and_confirmation_on_a_terminal(tmp_path: Path) -> None:
-    from cli_support import run_on_terminal
-
     project = Project(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
-    assert run([*RUNG, "init"], tmp_path).code == 0
+    assert cli("init", cwd=tmp_path).code == 0
     project.add("create_a", ["CREATE TABLE a (id INTEGER)"], ["DROP TABLE a"])
     env = clean_environment(DATABASE_URL=project.url, TERM="xterm")
     coloured = run_on_terminal([*RUNG, "up"], tmp_path, env)
@@ -577,23 +598,25 @@ def test_console_script_and_python_m_agree(tmp_path: Path) -> None:
     script = run([str(SCRIPT), "up"], tmp_path, env)
     assert script.code == 0 and "applying m20260408_000001_create_a ... ok" in script.out
     assert run([*RUNG, "status", "--json"], tmp_path, env).json()["counts"] == {"applied": 1}
+    version = run([str(SCRIPT), "--version"], tmp_path)
+    assert version.code == 0 and version.out.startswith("rung ")
 
 
 def test_unknown_pyproject_key_warns(tmp_path: Path) -> None:
-    assert run([*RUNG, "init"], tmp_path).code == 0
+    assert cli("init", cwd=tmp_path).code == 0
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text(pyproject.read_text() + 'urll = "typo"\n')
-    result = run([*RUNG, "check"], tmp_path)
+    result = cli("check", cwd=tmp_path)
     assert result.code == 0 and "unknown key 'urll' in [tool.rung]" in result.err
 
 
 def test_bad_settings_are_usage_errors(tmp_path: Path) -> None:
-    assert run([*RUNG, "init"], tmp_path).code == 0
-    flag = run([*RUNG, "up", "--lock-timeout", "soon"], tmp_path)
+    assert cli("init", cwd=tmp_path).code == 0
+    flag = cli("up", "--lock-timeout", "soon", cwd=tmp_path)
     assert flag.code == 2 and "--lock-timeout" in flag.err
-    env = run([*RUNG, "status"], tmp_path, clean_environment(RUNG_LOCK_TIMEOUT="-1"))
+    env = cli("status", cwd=tmp_path, env=clean_environment(RUNG_LOCK_TIMEOUT="-1"))
     assert env.code == 2 and "lock_timeout from RUNG_LOCK_TIMEOUT" in env.err
-    at = run([*RUNG, "status", "--url", "postgres://u:p@ss@127.0.0.1:1/d"], tmp_path)
+    at = cli("status", "--url", "postgres://u:p@ss@127.0.0.1:1/d", cwd=tmp_path)
     assert at.code == 2 and "%40" in at.err and "p@ss" not in at.text
 
 
@@ -628,3 +651,45 @@ def test_verify_names_a_down_that_does_not_undo_its_up(sqlite_project: Project) 
     assert f"problem: down of {name}" in text.out
     assert f"not reversible, so applied without a round trip: {later}" in text.out
     assert text.out.splitlines()[-1] == "checked 1 migration: 2 problems"
+
+
+# -- the in-process runner itself ---------------------------------------------------------------
+
+
+def test_in_process_runs_are_like_new_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every project's registry is ``server.migration.src.lib``: each call imports its own
+    project's, sees only the environment it is given, and leaves the test process as it
+    was (modules, sys.path, environment, folder, logging handlers)."""
+    from server.migration.src import lib  # this repository's, as some tests import it
+
+    monkeypatch.setenv("RUNG_TABLE", "leaked_from_the_test_process")
+    one = Project.create(tmp_path / "one", f"sqlite+aiosqlite:///{tmp_path / 'one.db'}")
+    two = Project.create(tmp_path / "two", f"sqlite+aiosqlite:///{tmp_path / 'two.db'}")
+    one.add("create_a", ["CREATE TABLE a (id INTEGER)"])
+    two.add("create_b", ["CREATE TABLE b (id INTEGER)"])
+    two.add("create_c", ["CREATE TABLE c (id INTEGER)"])
+    mine = {n: m for n, m in sys.modules.items() if n.split(".")[0] == "server"}
+    before = (
+        list(sys.path),
+        dict(os.environ),
+        os.getcwd(),
+        list(logging.getLogger().handlers),
+        list(logging.getLogger("rung").handlers),
+    )
+    for project in (one, two, one, two):
+        assert project.states() == dict.fromkeys(project.names, "pending")
+    assert one.rung("up").code == 0 and "rung_migrations" in one.tables()  # not RUNG_TABLE's
+    after = (
+        list(sys.path),
+        dict(os.environ),
+        os.getcwd(),
+        list(logging.getLogger().handlers),
+        list(logging.getLogger("rung").handlers),
+    )
+    assert after == before
+    assert {n: m for n, m in sys.modules.items() if n.split(".")[0] == "server"} == mine
+    assert mine["server.migration.src.lib"] is lib
+    files = [getattr(m, "__file__", None) or "" for m in list(sys.modules.values())]
+    assert [f for f in files if f.startswith(str(tmp_path))] == []

@@ -1,17 +1,17 @@
-"""``rung init`` and ``rung new``, run for real: the template layout, never overwriting, and
-new migrations registered in lib.py files of many shapes (or the lines to add printed)."""
+"""``rung init`` and ``rung new`` (in this process, as a new one would run them): the template
+layout, never overwriting, and new migrations registered in lib.py files of many shapes (or
+the lines to add printed)."""
 
 from __future__ import annotations
 
 import re
-import sys
 import textwrap
 from datetime import date
 from pathlib import Path
 
 import pytest
 
-from cli_support import RUNG, run
+from cli_support import cli, script
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 TODAY = date.today().strftime("%Y%m%d")
@@ -19,7 +19,7 @@ NEW = f"m{TODAY}_000001_add_things"
 
 
 def test_init_writes_the_template_layout(tmp_path: Path) -> None:
-    result = run([*RUNG, "init"], tmp_path)
+    result = cli("init", cwd=tmp_path)
     assert result.code == 0, result.text
     made = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert made == [
@@ -39,9 +39,9 @@ def test_init_writes_the_template_layout(tmp_path: Path) -> None:
     pyproject = (tmp_path / "pyproject.toml").read_text()
     assert 'migrator = "server.migration.src.lib:Migrator"' in pyproject
 
-    check = run([*RUNG, "check"], tmp_path)
+    check = cli("check", cwd=tmp_path)
     assert check.code == 0 and "0 migrations" in check.out
-    again = run([*RUNG, "init"], tmp_path)
+    again = cli("init", cwd=tmp_path)
     assert again.code == 1 and "never overwrites" in again.err
 
 
@@ -50,7 +50,7 @@ def test_init_extends_a_pyproject_and_keeps_existing_files(tmp_path: Path) -> No
     pyproject.write_text('[project]\nname = "app"\n')
     (tmp_path / "server").mkdir()
     (tmp_path / "server" / "app.py").write_text("APP = 1\n")
-    result = run([*RUNG, "init"], tmp_path)
+    result = cli("init", cwd=tmp_path)
     assert result.code == 0 and "extended pyproject.toml" in result.out
     assert pyproject.read_text().startswith('[project]\nname = "app"\n\n[tool.rung]\n')
     assert not (tmp_path / "server/__init__.py").exists()  # not ours: left a namespace package
@@ -60,7 +60,7 @@ def test_init_extends_a_pyproject_and_keeps_existing_files(tmp_path: Path) -> No
     (other / "server/migration/src").mkdir(parents=True)
     (other / "server/migration/src/lib.py").write_text("# mine\n")
     (other / "pyproject.toml").write_text("[tool.rung]\nurl = 'sqlite:///x.db'\n")
-    refused = run([*RUNG, "init", str(other)], tmp_path)
+    refused = cli("init", str(other), cwd=tmp_path)
     assert refused.code == 1 and "lib.py already exists" in refused.err
     assert (other / "server/migration/src/lib.py").read_text() == "# mine\n"
     assert sorted(p.name for p in other.rglob("*") if p.is_file()) == ["lib.py", "pyproject.toml"]
@@ -68,14 +68,14 @@ def test_init_extends_a_pyproject_and_keeps_existing_files(tmp_path: Path) -> No
     kept = tmp_path / "kept"
     kept.mkdir()
     (kept / "pyproject.toml").write_text("[tool.rung]\nurl = 'sqlite:///x.db'\n")
-    result = run([*RUNG, "init", str(kept)], tmp_path)
+    result = cli("init", str(kept), cwd=tmp_path)
     assert result.code == 0 and "kept pyproject.toml" in result.out
     assert (kept / "pyproject.toml").read_text() == "[tool.rung]\nurl = 'sqlite:///x.db'\n"
 
 
 def test_init_project_works_end_to_end(tmp_path: Path) -> None:
-    assert run([*RUNG, "init"], tmp_path).code == 0
-    new = run([*RUNG, "new", "create notes"], tmp_path / "server")  # from a subfolder too
+    assert cli("init", cwd=tmp_path).code == 0
+    new = cli("new", "create notes", cwd=tmp_path / "server")  # from a subfolder too
     assert new.code == 0, new.text
     path = tmp_path / new.out.splitlines()[0]
     body = path.read_text()
@@ -87,19 +87,19 @@ def test_init_project_works_end_to_end(tmp_path: Path) -> None:
             '    await conn.execute(text("CREATE TABLE notes (id INTEGER)"))',
         )
     )
-    boot = run([sys.executable, "scripts/init_db.py"], tmp_path)
+    boot = script(Path("scripts/init_db.py"), cwd=tmp_path)
     assert boot.code == 0 and f"applied {path.stem}" in boot.out, boot.text
-    status = run([*RUNG, "status", "--json"], tmp_path)
+    status = cli("status", "--json", cwd=tmp_path)
     assert status.json()["counts"] == {"applied": 1}
     assert (tmp_path / "app.db").exists()  # [tool.rung] url: ./app.db next to pyproject.toml
     # From another folder: the same database, already up to date.
-    again = run([sys.executable, str(tmp_path / "scripts/init_db.py")], tmp_path / "server")
+    again = script(tmp_path / "scripts/init_db.py", cwd=tmp_path / "server")
     assert again.code == 0 and again.out == "database is up to date\n", again.text
     assert not (tmp_path / "server/app.db").exists()
 
 
 def test_new_names_and_numbers(tmp_path: Path) -> None:
-    assert run([*RUNG, "init"], tmp_path).code == 0
+    assert cli("init", cwd=tmp_path).code == 0
     src = tmp_path / "server/migration/src"
     cases = {
         "Add Priority-Column!": "add_priority_column",
@@ -109,21 +109,21 @@ def test_new_names_and_numbers(tmp_path: Path) -> None:
         "  spaced   out ": "spaced_out",
     }
     for number, (given, slug) in enumerate(cases.items(), start=1):
-        result = run([*RUNG, "new", given], tmp_path)
+        result = cli("new", given, cwd=tmp_path)
         expected = f"server/migration/src/m{TODAY}_{number:06d}_{slug}.py"
         assert result.code == 0 and result.out.splitlines()[0] == expected, result.text
         assert "registered at the end of server/migration/src/lib.py" in result.out
     lib = (src / "lib.py").read_text()
     assert lib.count(f"from server.migration.src import m{TODAY}_") == len(cases)
-    check = run([*RUNG, "check"], tmp_path)
+    check = cli("check", cwd=tmp_path)
     assert check.code == 0 and "5 migrations" in check.out, check.text
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "a\\b", ".hidden", "", "   ", "---", "x" * 300])
 def test_new_refuses_bad_names(tmp_path: Path, name: str) -> None:
-    assert run([*RUNG, "init"], tmp_path).code == 0
+    assert cli("init", cwd=tmp_path).code == 0
     lib = (tmp_path / "server/migration/src/lib.py").read_text()
-    result = run([*RUNG, "new", name], tmp_path)
+    result = cli("new", name, cwd=tmp_path)
     assert result.code == 2 and result.err.startswith("rung: error: ")
     assert "Traceback" not in result.err
     assert not list((tmp_path / "server").rglob("m*.py"))
@@ -131,7 +131,7 @@ def test_new_refuses_bad_names(tmp_path: Path, name: str) -> None:
 
 
 def test_new_without_a_registry(tmp_path: Path) -> None:
-    result = run([*RUNG, "new", "x"], tmp_path)
+    result = cli("new", "x", cwd=tmp_path)
     assert result.code == 1 and "run 'rung init' first" in result.err
 
 
@@ -298,7 +298,7 @@ SHAPES = {
 
 
 def _project(tmp_path: Path, lib: str, migrator: str) -> Path:
-    assert run([*RUNG, "init"], tmp_path).code == 0
+    assert cli("init", cwd=tmp_path).code == 0
     src = tmp_path / "server/migration/src"
     (src / "lib.py").write_text(textwrap.dedent(lib))
     for name in set(re.findall(r"m20260101_\d{6}_[ab]", lib)):
@@ -313,11 +313,11 @@ def test_new_registers_in_lib_of_many_shapes(tmp_path: Path, shape: str) -> None
     before, after = SHAPES[shape]
     migrator = "MIGRATIONS" if "MIGRATIONS" in before else "Migrator"
     src = _project(tmp_path, before, migrator)
-    result = run([*RUNG, "new", "add things"], tmp_path)
+    result = cli("new", "add things", cwd=tmp_path)
     assert result.code == 0 and "registered at the end" in result.out, result.text
     assert (src / "lib.py").read_text() == textwrap.dedent(after)
     if "from . import" not in before:  # a relative import needs the package: checked below
-        check = run([*RUNG, "check"], tmp_path)
+        check = cli("check", cwd=tmp_path)
         assert "is not registered" not in check.out and "does not exist" not in check.out
 
 
@@ -334,7 +334,7 @@ def test_new_keeps_crlf_and_tabs(tmp_path: Path) -> None:
     )
     src = _project(tmp_path, "", "Migrator")
     (src / "lib.py").write_bytes(lib.encode())
-    assert run([*RUNG, "new", "add_things"], tmp_path).code == 0
+    assert cli("new", "add_things", cwd=tmp_path).code == 0
     edited = (src / "lib.py").read_bytes().decode()
     assert f"from server.migration.src import {NEW}\r\n" in edited
     assert f"\t\t\tMigration.from_module({NEW}),\r\n\t\t)\r\n" in edited
@@ -361,7 +361,7 @@ def test_new_keeps_crlf_and_tabs(tmp_path: Path) -> None:
 def test_new_prints_the_lines_when_lib_is_not_safe_to_edit(tmp_path: Path, lib: str) -> None:
     src = _project(tmp_path, "", "Migrator")
     (src / "lib.py").write_text(lib)
-    result = run([*RUNG, "new", "add_things"], tmp_path)
+    result = cli("new", "add_things", cwd=tmp_path)
     assert result.code == 0 and (src / f"{NEW}.py").exists()
     assert "was not edited" in result.err and "add these lines yourself" in result.err
     assert f"from server.migration.src import {NEW}" in result.out

@@ -103,7 +103,7 @@ async def test_replay_also_finds_drift_made_before_the_last_run(
 
     assert stored == []
     assert replayed == [f"+ column items.note VARCHAR(20) NULL {IN_DB}"]
-    await assert_scratch_dropped(caplog, "drift")
+    await assert_scratch_dropped(caplog)
 
 
 async def test_replay_applies_only_what_the_history_records(

@@ -60,7 +60,7 @@ async def test_an_upgrade_dry_run_shows_the_statements_and_changes_nothing(
     assert insert.sql.startswith("INSERT INTO settings (k, v) VALUES")
     assert "mode" in str(insert.params) and "fast" in str(insert.params)
     assert await state(engine, three.registry()) == before
-    await assert_scratch_dropped(caplog, "dryrun")
+    await assert_scratch_dropped(caplog)
 
 
 async def test_a_downgrade_dry_run_shows_the_statements_and_changes_nothing(

@@ -367,21 +367,6 @@ async def test_journal_records_statements_with_parameters(
     assert all(s.duration_ms >= 0 for s in state.statements)
 
 
-async def test_tracking_table_name_with_quotes_and_spaces(
-    engine: AsyncEngine, migrations: MigrationPackage
-) -> None:
-    ladder(migrations, 2)
-    table = "my \"odd\" 'history'"
-    await rung.upgrade(engine, migrations.registry(), table=table)
-    assert len(await history_rows(engine, table)) == 2
-    assert [s.state for s in await rung.status(engine, migrations.registry(), table=table)] == [
-        State.APPLIED,
-        State.APPLIED,
-    ]
-    await rung.downgrade(engine, migrations.registry(), table=table, all=True)
-    assert await history_rows(engine, table) == []
-
-
 async def test_history_table_with_unexpected_shape(
     engine: AsyncEngine, migrations: MigrationPackage
 ) -> None:

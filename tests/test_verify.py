@@ -144,7 +144,7 @@ async def test_an_up_that_cannot_run_again_after_its_down_is_caught(
     assert (failure.name, failure.step) == (seeds, "up again")
     assert failure.message.startswith(f"up of {seeds} fails when run again after its down: ")
     assert report.not_checked == (later,)
-    await assert_scratch_dropped(caplog, "verify")
+    await assert_scratch_dropped(caplog)
 
 
 async def test_start_after_skips_the_known_good_part(
@@ -218,7 +218,7 @@ async def test_a_cancelled_verify_drops_its_scratch_database(
     with pytest.raises(asyncio.CancelledError):
         await task
 
-    await assert_scratch_dropped(caplog, "verify")
+    await assert_scratch_dropped(caplog)
 
 
 async def test_scratch_url_must_be_a_new_database_and_is_dropped_after(

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -95,19 +96,20 @@ def assert_error(result: Result, code: int | None, *says: str) -> str:
 
 
 @contextmanager
-def mariadb_account(url: str, user: str, password: str) -> Iterator[str]:
-    """A MariaDB account ``user`` with ``password`` and every right on ``url``'s database,
+def mariadb_account(url: str, password: str) -> Iterator[str]:
+    """A MariaDB account of this test's own (a unique name: accounts are server-wide, and
+    other runs share the server) with ``password`` and every right on ``url``'s database,
     dropped afterwards; yields ``url`` as that account."""
+    user = f"rung_u_{uuid.uuid4().hex[:12]}"
     database = sa.make_url(url).database
-    asyncio.run(
-        _admin(
-            url,
-            f"DROP USER IF EXISTS '{user}'@'%'",
-            f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'",
-            f"GRANT ALL PRIVILEGES ON `{database}`.* TO '{user}'@'%'",
-        )
-    )
     try:
+        asyncio.run(
+            _admin(
+                url,
+                f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'",
+                f"GRANT ALL PRIVILEGES ON `{database}`.* TO '{user}'@'%'",
+            )
+        )
         account = sa.make_url(url).set(username=user, password=password)
         yield account.render_as_string(hide_password=False)
     finally:

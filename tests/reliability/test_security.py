@@ -9,6 +9,7 @@ the tests make an account with a password.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from harness import assert_error, files, mariadb_account, rows, state
 
-from cli_support import RUNG, Project, Result, clean_environment, run
+from cli_support import Project, Result, clean_environment, cli
 from safety_nets import holding_the_lock
 
 SECRET = "Sekr1t-Pw_q7"
@@ -39,7 +40,7 @@ await conn.execute(text("CREATE TABLE a (id INTEGER)"))
 def secret_url(backend: str, db_url: str) -> Iterator[str]:
     """The test's database, reached with a URL that carries SECRET as its password."""
     if backend == "mariadb":
-        with mariadb_account(db_url, "rung_sec_user", SECRET) as url:
+        with mariadb_account(db_url, SECRET) as url:
             yield url
     else:  # trust authentication: the password is carried, and accepted
         yield sa.make_url(db_url).set(password=SECRET).render_as_string(hide_password=False)
@@ -65,7 +66,8 @@ def test_no_password_in_anything_a_failing_run_prints(
 ) -> None:
     project = Project.create(tmp_path, secret_url)
     project.add("fails_on_demand", FAILS_ON_DEMAND, ["DROP TABLE a"])
-    missing = with_password(secret_url, SECRET, database="rung_no_such_db_q")
+    nowhere = f"rung_no_such_db_{uuid.uuid4().hex[:12]}"
+    missing = with_password(secret_url, SECRET, database=nowhere)
     runs: dict[str, tuple[int, list[Result]]] = {
         "database that does not exist": (2, both_ways(project, missing, "status")),
         "failing migration": (1, both_ways(project, secret_url, "up", RUNG_TEST_FAIL="sql")),
@@ -75,7 +77,7 @@ def test_no_password_in_anything_a_failing_run_prints(
         wrong = with_password(secret_url, WRONG)
         runs["wrong password"] = (2, both_ways(project, wrong, "status"))
     else:  # what rung does not depend on the database (one server is enough)
-        scratch = with_password(secret_url, SECRET, port=1, database="rung_scratch_q")
+        scratch = with_password(secret_url, SECRET, port=1, database=f"{nowhere}_scratch")
         runs |= {
             "verify, scratch unreachable": (
                 2,
@@ -89,7 +91,7 @@ def test_no_password_in_anything_a_failing_run_prints(
     assert [
         leak for what, (code, results) in runs.items() for leak in leaks(what, code, results)
     ] == []
-    assert asyncio.run(database_named(db_url, "rung_no_such_db_q")) == []  # not created either
+    assert asyncio.run(database_named(db_url, nowhere)) == []  # not created either
 
 
 def leaks(what: str, code: int, results: list[Result]) -> list[str]:
@@ -127,18 +129,35 @@ async def database_named(url: str, name: str) -> list[tuple[object, ...]]:
     return await rows(url, f"SHOW DATABASES LIKE '{name}'")
 
 
-# Quote, backtick, semicolon, space: each quoting style rung could get wrong.
+# Quote, backtick, semicolon, space, single quote: each quoting style rung could get wrong.
 ODD_TABLE = "rung \"q\" `b`; 'x'"
 
 
 def test_tracking_table_names_are_quoted(db_url: str, tmp_path: Path) -> None:
+    """A tracking table whose name needs quoting, given as --table or RUNG_TABLE: exactly
+    that table and its _meta are made, and rung's default table stays another history."""
     project = Project.create(tmp_path, db_url)
-    project.add("create_todos", ["CREATE TABLE todos (id INTEGER)"], ["DROP TABLE todos"])
+    first = project.add("create_todos", ["CREATE TABLE todos (id INTEGER)"], ["DROP TABLE todos"])
+    second = project.add("create_tags", ["CREATE TABLE tags (id INTEGER)"], ["DROP TABLE tags"])
     up = project.rung("up", "--table", ODD_TABLE)
     assert up.code == 0, up.text
-    own = {ODD_TABLE, f"{ODD_TABLE}_meta", f"{ODD_TABLE}_lock"}
-    assert project.tables() == {*own, "todos"}  # that, nothing else
-    assert project.states("--table", ODD_TABLE) == {project.names[0]: "applied"}
+    assert project.tables() == {
+        ODD_TABLE,
+        f"{ODD_TABLE}_meta",
+        f"{ODD_TABLE}_lock",
+        "todos",
+        "tags",
+    }  # nothing else
+    down = project.rung(
+        "down", env=clean_environment(DATABASE_URL=project.url, RUNG_TABLE=ODD_TABLE)
+    )
+    assert down.code == 0, down.text
+    assert project.states("--table", ODD_TABLE) == {first: "applied", second: "pending"}
+    assert project.states() == {first: "pending", second: "pending"}  # another history
+    assert project.tables() == {*own, "todos"}
+    assert project.rung("down", "--all", "--table", ODD_TABLE).code == 0
+    assert set(project.states("--table", ODD_TABLE).values()) == {"pending"}
+    assert project.tables() == own
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "mariadb"], indirect=True)
@@ -161,20 +180,20 @@ def test_init_and_new_never_overwrite(tmp_path: Path) -> None:
     lib.write_text("MINE = True\n")
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "mine"\n')
     tree = files(tmp_path)
-    assert_error(run([*RUNG, "init"], tmp_path), 1, "already exists", "never overwrites")
+    assert_error(cli("init", cwd=tmp_path), 1, "already exists", "never overwrites")
     assert files(tmp_path) == tree
     # In a project, init extends pyproject.toml, keeping what was there.
     lib.unlink()
-    assert run([*RUNG, "init"], tmp_path).code == 0
+    assert cli("init", cwd=tmp_path).code == 0
     assert (tmp_path / "pyproject.toml").read_text().startswith('[project]\nname = "mine"\n\n')
-    assert_error(run([*RUNG, "init"], tmp_path), 1, "already exists")  # twice: refused
+    assert_error(cli("init", cwd=tmp_path), 1, "already exists")  # twice: refused
     # rung new, twice with the same name: two files, the first one left as it was.
-    first = run([*RUNG, "new", "add_things"], tmp_path)
+    first = cli("new", "add_things", cwd=tmp_path)
     assert first.code == 0, first.text
     made = tmp_path / first.out.splitlines()[0]
     made.write_text(made.read_text() + "# edited by hand\n")
     edited = made.read_bytes()
-    second = run([*RUNG, "new", "add_things"], tmp_path)
+    second = cli("new", "add_things", cwd=tmp_path)
     assert second.code == 0, second.text
     assert second.out != first.out and made.read_bytes() == edited
     day = date.today().strftime("%Y%m%d")
