@@ -175,8 +175,12 @@ class Lease:
         *,
         timeout: float,
         lease: float = DEFAULT_LEASE,
+        needed: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
-        self.engine, self.history = engine, history
+        """``needed``, asked while waiting: False when another run has done the work, so
+        that this one stops waiting (``held`` stays False) instead of taking the lock."""
+        self.engine, self.history, self.needed = engine, history, needed
+        self.held = False
         self.dialect: Dialect = history.dialect
         self.timeout, self.lease = timeout, max(lease, 1.0)
         self.me = identity()
@@ -209,13 +213,17 @@ class Lease:
         async with contextlib.AsyncExitStack() as stack:
             conn = await stack.enter_async_context(connect(self.engine))
             await self.history.ensure_lock_table(conn)
-            await self._acquire(conn)
+            self.held = await self._acquire(conn)
+            if not self.held:
+                return self
             self._stack = stack.pop_all()
         self._conn = conn
         self._renewing = asyncio.ensure_future(self._keep_renewed())
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if not self.held:
+            return
         failed = exc_info[0] is not None
         if self._renewing is not None:
             self._renewing.cancel()
@@ -249,13 +257,14 @@ class Lease:
                 "shows the state"
             )
 
-    async def _acquire(self, conn: AsyncConnection) -> None:
+    async def _acquire(self, conn: AsyncConnection) -> bool:
+        """True once the lock is this run's; False when ``needed`` says it no longer is."""
         deadline = time.monotonic() + self.timeout
         delay = 0.05
         while True:
             try:
                 if await self._try(conn):
-                    return
+                    return True
             except sa.exc.DBAPIError as exc:
                 await conn.rollback()
                 if not (self.dialect.conflict(exc) or isinstance(exc, sa.exc.IntegrityError)):
@@ -264,6 +273,8 @@ class Lease:
             if found is not None and found.gone and await self._clear(conn, found):
                 logger.warning("took over the lock of a run that is gone (%s)", found.describe())
                 continue
+            if self.needed is not None and not await self.needed():
+                return False
             left = deadline - time.monotonic()
             if left <= 0:
                 held = f" ({found.describe()})" if found else ""

@@ -90,10 +90,15 @@ class Books:
 
 @asynccontextmanager
 async def locked(
-    engine: AsyncEngine, conn: AsyncConnection, settings: Settings
+    engine: AsyncEngine,
+    conn: AsyncConnection,
+    settings: Settings,
+    needed: Callable[[], Awaitable[bool]] | None = None,
 ) -> AsyncIterator[Books]:
     """Under the lock, on ``conn``: the server checked first (it can be written), the run's
-    session settings, database errors of rung's own bookkeeping named as such."""
+    session settings, database errors of rung's own bookkeeping named as such. ``needed``
+    is asked while waiting for the lock (``Lease``); ``books.lease.held`` says whether it
+    was taken."""
     dialect = dialect_named(engine.dialect.name)
     history = History(settings.table, dialect)
     async with database_errors(engine, history):
@@ -103,7 +108,11 @@ async def locked(
         async with (
             dialect.session(conn, server, settings.lock_timeout),
             Lease(
-                engine, history, timeout=settings.lock_timeout, lease=settings.lock_lease
+                engine,
+                history,
+                timeout=settings.lock_timeout,
+                lease=settings.lock_lease,
+                needed=needed,
             ) as lease,
         ):
             yield Books(conn, history, lease)
@@ -157,7 +166,18 @@ async def run(
             logger.warning(warning)
         if not first.batches:
             return []
-        async with locked(engine, conn, settings) as books:
+
+        async def needed() -> bool:
+            """While waiting for the lock: is there still something to do? (Another
+            replica may have done it all, and this one can start at once.)"""
+            records = await history.read(conn, journals=False)
+            await conn.rollback()
+            planned = _plan(migrations, records, request, dialect, settings, locked=False)
+            return bool(planned.batches)
+
+        async with locked(engine, conn, settings, needed) as books:
+            if not books.lease.held:
+                return []
             return await _Run(books, migrations, request, settings).batches(epilogue)
 
 
