@@ -184,7 +184,6 @@ class Lease:
         self.dialect: Dialect = history.dialect
         self.timeout, self.lease = timeout, max(lease, 1.0)
         self.me = identity()
-        self.lost = False
         self._conn: AsyncConnection | None = None
         self._renewing: asyncio.Task[None] | None = None
         t = history.lock.c
@@ -249,7 +248,6 @@ class Lease:
         """In the caller's transaction, before it commits: renew the lease, and raise
         ``LockLost`` (so the transaction rolls back) unless it is still this run's."""
         if (await conn.execute(self._renew)).rowcount != 1:
-            self.lost = True
             raise LockLost(
                 f"rung's lock was taken over while this run held it: its lease of "
                 f"{self.lease:g} s ran out without renewal (the process stalled, or lost its "
@@ -323,7 +321,6 @@ class Lease:
                         await self._reconnect()
                 continue
             if not renewed:
-                self.lost = True
                 logger.error(
                     "rung's lock was taken over (its lease of %g s ran out without renewal); "
                     "this run will record nothing more",
