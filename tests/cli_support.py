@@ -29,10 +29,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
+
+import rung
 
 RUNG = [sys.executable, "-m", "rung"]
 SCRIPT = Path(sys.executable).with_name("rung")
@@ -312,6 +313,7 @@ class Project:
 
     @classmethod
     def create(cls, base: Path, url: str) -> Project:
+        """The project in ``base / "project"`` (the template is made beside ``base``)."""
         root = base / "project"
         shutil.copytree(template(base.parent), root)
         return cls(root, url)
@@ -373,10 +375,20 @@ class Project:
         return {m["name"]: m["state"] for m in result.json()["migrations"]}
 
     def tables(self) -> set[str]:
-        return asyncio.run(_tables(self.url))
+        return asyncio.run(_inspect(self.url, lambda i: set(i.get_table_names())))
+
+    def columns(self, table: str) -> set[str]:
+        """The names of ``table``'s columns; none when there is no such table."""
+
+        def names(inspector: sa.Inspector) -> set[str]:
+            if not inspector.has_table(table):
+                return set()
+            return {column["name"] for column in inspector.get_columns(table)}
+
+        return asyncio.run(_inspect(self.url, names))
 
     def execute(self, *statements: str) -> None:
-        asyncio.run(_execute(self.url, statements))
+        execute(self.url, *statements)
 
 
 def _body(code: str | list[str]) -> str:
@@ -385,17 +397,25 @@ def _body(code: str | list[str]) -> str:
     return textwrap.indent(textwrap.dedent(code).strip() or "pass", "    ")
 
 
-async def _tables(url: str) -> set[str]:
-    engine = create_async_engine(url)
+def execute(url: str, *statements: str) -> None:
+    """Run ``statements`` in one transaction on ``url``, past rung."""
+    asyncio.run(_execute(url, statements))
+
+
+T = TypeVar("T")
+
+
+async def _inspect(url: str, read: Callable[[sa.Inspector], T]) -> T:
+    engine = rung.create_engine(url)  # a driverless URL too, as the command takes it
     try:
         async with engine.connect() as conn:
-            return set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
+            return await conn.run_sync(lambda c: read(sa.inspect(c)))
     finally:
         await engine.dispose()
 
 
 async def _execute(url: str, statements: tuple[str, ...]) -> None:
-    engine = create_async_engine(url)
+    engine = rung.create_engine(url)
     try:
         async with engine.begin() as conn:
             for statement in statements:

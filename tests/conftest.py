@@ -7,6 +7,9 @@ tests with the reason; under CI (``CI=true``) it fails them: a database test nev
 ``migrations`` writes real migration modules into a fresh package and imports them, so
 checksums, ``Migration.from_module`` and edits behave exactly as in a user's project.
 
+``project`` (on ``db_url``) and ``sqlite_project`` (on a SQLite file) are copies of a
+``rung init`` project, ``cli_support.Project``, for the ``rung`` command run against them.
+
 ``galera`` (from ``servers/galera.py``) is a 3-node Galera cluster, started once per run by
 the first test that asks for it; such tests are marked ``xdist_group("galera")``.
 """
@@ -26,6 +29,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from cli_support import Project
 from rung import Migration
 from rung.dialects import dialect_named
 
@@ -179,6 +183,19 @@ class MigrationPackage:
 @pytest.fixture
 def migrations(tmp_path: Path) -> MigrationPackage:
     return MigrationPackage(tmp_path)
+
+
+@pytest.fixture
+def project(db_url: str, tmp_path: Path) -> Project:
+    """A ``rung init`` project (``cli_support``) on this test's database, on each backend."""
+    return Project.create(tmp_path, db_url)
+
+
+@pytest.fixture
+def sqlite_project(tmp_path: Path) -> Project:
+    """A ``rung init`` project on SQLite, for what rung decides and prints alike on every
+    database (the planner's tests cover each)."""
+    return Project.create(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
 
 
 def sql(statement: str) -> str:

@@ -39,17 +39,6 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @pytest.fixture
-def project(db_url: str, tmp_path: Path) -> Project:
-    return Project.create(tmp_path, db_url)
-
-
-@pytest.fixture
-def sqlite_project(tmp_path: Path) -> Project:
-    """For what the planner decides alike on every database (its tests cover each)."""
-    return Project.create(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
-
-
-@pytest.fixture
 def todos(project: Project) -> Project:
     return add_todos(project)
 
@@ -671,25 +660,23 @@ def test_in_process_runs_are_like_new_processes(
     two.add("create_b", ["CREATE TABLE b (id INTEGER)"])
     two.add("create_c", ["CREATE TABLE c (id INTEGER)"])
     mine = {n: m for n, m in sys.modules.items() if n.split(".")[0] == "server"}
-    before = (
-        list(sys.path),
-        dict(os.environ),
-        os.getcwd(),
-        list(logging.getLogger().handlers),
-        list(logging.getLogger("rung").handlers),
-    )
+    before = _process_state()
     for project in (one, two, one, two):
         assert project.states() == dict.fromkeys(project.names, "pending")
     assert one.rung("up").code == 0 and "rung_migrations" in one.tables()  # not RUNG_TABLE's
-    after = (
-        list(sys.path),
-        dict(os.environ),
-        os.getcwd(),
-        list(logging.getLogger().handlers),
-        list(logging.getLogger("rung").handlers),
-    )
-    assert after == before
+    assert _process_state() == before
     assert {n: m for n, m in sys.modules.items() if n.split(".")[0] == "server"} == mine
     assert mine["server.migration.src.lib"] is lib
     files = [getattr(m, "__file__", None) or "" for m in list(sys.modules.values())]
     assert [f for f in files if f.startswith(str(tmp_path))] == []
+
+
+def _process_state() -> tuple[object, ...]:
+    """What an in-process run must leave as it found it, besides the modules."""
+    return (
+        list(sys.path),
+        dict(os.environ),
+        os.getcwd(),
+        list(logging.getLogger().handlers),
+        list(logging.getLogger("rung").handlers),
+    )

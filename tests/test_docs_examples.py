@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import os
 import re
 import shlex
 import shutil
@@ -29,14 +28,17 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cli_support import driverless
-from first_hour_support import Project, cli, isolated
+import rung
+from cli_support import Project, clean_environment, cli, driverless, in_process
 from rung.config import PYPROJECT_KEYS, read_section
 from servers.process import free_port
 
@@ -132,7 +134,7 @@ def test_toml_blocks_are_valid_with_known_keys(tmp_path: Path) -> None:
 def test_migration_examples_run_up_and_down(block: Block, db_url: str, tmp_path: Path) -> None:
     if not block.runs_on(backend_of(db_url)):
         return
-    project = Project.create(tmp_path / "project", driverless(db_url))
+    project = Project.create(tmp_path, driverless(db_url))
     shutil.copy(TEMPLATE_TODOS, project.src)
     example = "m20260409_000001_example"
     (project.src / f"{example}.py").write_text(as_module(block.body))
@@ -148,7 +150,7 @@ def test_the_readme_layout_runs(db_url: str, tmp_path: Path) -> None:
     """The README's migration and its registry, as the files they say they are."""
     (registry,) = [b for b in python_blocks("registry") if b.doc == "README.md"]
     (migration,) = [b for b in python_blocks("migration") if b.doc == "README.md"]
-    project = Project.create(tmp_path / "project", driverless(db_url))
+    project = Project.create(tmp_path, driverless(db_url))
     shutil.copy(TEMPLATE_TODOS, project.src)
     (project.src / "m20260409_000001_create_tags.py").write_text(migration.body)
     (project.src / "lib.py").write_text(registry.body)
@@ -203,7 +205,8 @@ def test_the_tour_runs_as_the_guide_shows(db_url: str, tmp_path: Path) -> None:
     backend = backend_of(db_url)
     root = tmp_path / "todo-app"
     root.mkdir()
-    env = {} if backend == "sqlite" else {"DATABASE_URL": driverless(db_url)}
+    url = {"DATABASE_URL": driverless(db_url)} if backend != "sqlite" else {}  # else app.db
+    env = clean_environment(**url)
     today = time.strftime("%Y%m%d")
     ran = 0
     for block in consoles:
@@ -239,7 +242,7 @@ def _write_the_tour_migrations(root: Path, registry: Block, bodies: Block, today
 
 def app_project(tmp_path: Path, db_url: str) -> Project:
     """The guide's tour project: todos, priority and due date, registered."""
-    project = Project.create(tmp_path / "project", driverless(db_url))
+    project = Project.create(tmp_path, driverless(db_url))
     shutil.copy(TEMPLATE_TODOS, project.src / "m20261125_000001_create_todos_table.py")
     _, _, bodies = tour()
     (project.src / "m20261125_000002_add_priority_to_todos.py").write_text(as_module(bodies.body))
@@ -265,36 +268,43 @@ def test_app_examples_start_with_platform_urls(block: Block, db_url: str, tmp_pa
     """Each FastAPI example's lifespan, with DATABASE_URL as a platform gives it."""
     project = app_project(tmp_path, db_url)
     (project.root / "main.py").write_text(block.body)
-    with isolated(project.root, {"DATABASE_URL": driverless(db_url)}):
-        sys.path.insert(0, str(project.root))
-        main = importlib.import_module("main")
-        try:
-            asyncio.run(_start_and_stop(main))
-        finally:
-            del sys.modules["main"]
+
+    def serve() -> None:
+        sys.path.insert(0, str(project.root))  # as ``uvicorn main:app`` there has it
+        asyncio.run(_start_and_stop(importlib.import_module("main")))
+
+    env = clean_environment(DATABASE_URL=driverless(db_url))
+    result = in_process(serve, project.root, env)
+    assert result.code == 0, result.text
     assert set(project.states().values()) == {"applied"}
 
 
-async def _start_and_stop(main: object) -> None:
-    async with main.lifespan(main.app):  # type: ignore[attr-defined]
+async def _start_and_stop(main: Any) -> None:
+    async with main.lifespan(main.app):
         pass
 
 
 @pytest.mark.parametrize("block", python_blocks("calls"), ids=lambda b: b.where)
-async def test_api_call_examples_run(block: Block, db_url: str, tmp_path: Path) -> None:
+def test_api_call_examples_run(block: Block, db_url: str, tmp_path: Path) -> None:
     project = app_project(tmp_path, db_url)
-    import rung
-
     code = "async def example(engine):\n" + textwrap.indent(block.body, "    ")
-    namespace: dict[str, object] = {}
-    with isolated(project.root, {}):
-        sys.path.insert(0, str(project.root))
+
+    def call() -> None:
+        sys.path.insert(0, str(project.root))  # as ``python`` there has it
+        namespace: dict[str, Any] = {}
         exec(compile(code, block.where, "exec"), namespace)
-        engine = rung.create_engine(driverless(db_url))
-        try:
-            await namespace["example"](engine)  # type: ignore[operator]
-        finally:
-            await engine.dispose()
+        asyncio.run(_with_engine(namespace["example"], driverless(db_url)))
+
+    result = in_process(call, project.root)
+    assert result.code == 0, result.text
+
+
+async def _with_engine(example: Callable[[AsyncEngine], Awaitable[None]], url: str) -> None:
+    engine = rung.create_engine(url)
+    try:
+        await example(engine)
+    finally:
+        await engine.dispose()
 
 
 # -- under uvicorn, with its default logging ------------------------------------------------
@@ -305,12 +315,10 @@ def uvicorn(project: Project, env: dict[str, str], workers: int = 1) -> str:
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "main:app", "--port", str(port)]
     command += ["--workers", str(workers)] if workers > 1 else []
-    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | env
-    environment.pop("PYTHONPATH", None)
     proc = subprocess.Popen(
         command,
         cwd=project.root,
-        env=environment,
+        env=clean_environment(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -4,7 +4,6 @@ this process against SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import re
@@ -18,25 +17,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 import rung
+from cli_support import Project, Result, cli, execute
 from conftest import MYSQL_URL, SERVERS, MigrationPackage, require
-from first_hour_support import Project, Result, cli
 from rung.errors import MigrationFailed, RungError, UsageError
 
 TRANSACTIONAL_DDL = {"sqlite": True, "postgresql": True, "mariadb": False}
-
-
-@pytest.fixture
-def project(db_url: str, tmp_path: Path) -> Project:
-    return Project.create(tmp_path / "project", db_url)
-
-
-@pytest.fixture
-def sqlite_project(tmp_path: Path) -> Project:
-    """For what does not depend on the database (the planner and the printing)."""
-    return Project.create(tmp_path / "project", f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
 
 
 def backend_of(url: str) -> str:
@@ -311,12 +299,10 @@ def test_a_missing_database_or_role_fails_at_once(
 def test_a_wrong_password_fails_at_once_on_mariadb(sqlite_project: Project) -> None:
     require("mariadb")
     user, secret = f"rung_pw_{uuid.uuid4().hex[:8]}", "Right-Pw-4812"
-    asyncio.run(
-        _execute(
-            MYSQL_URL,
-            f"CREATE USER '{user}'@'%' IDENTIFIED BY '{secret}'",
-            f"GRANT SELECT ON test.* TO '{user}'@'%'",
-        )
+    execute(
+        MYSQL_URL,
+        f"CREATE USER '{user}'@'%' IDENTIFIED BY '{secret}'",
+        f"GRANT SELECT ON test.* TO '{user}'@'%'",
     )
     try:
         url = sa.make_url(MYSQL_URL).set(username=user, password="Wrong-Pw-7305")
@@ -328,7 +314,7 @@ def test_a_wrong_password_fails_at_once_on_mariadb(sqlite_project: Project) -> N
         right = url.set(password=secret).render_as_string(False)
         assert sqlite_project.rung("status", "--url", right).code == 0
     finally:
-        asyncio.run(_execute(MYSQL_URL, f"DROP USER IF EXISTS '{user}'@'%'"))
+        execute(MYSQL_URL, f"DROP USER IF EXISTS '{user}'@'%'")
 
 
 @pytest.mark.xdist_group("password_postgres")
@@ -382,16 +368,6 @@ def password_postgres() -> Iterator[str]:
             yield f"postgresql+asyncpg://postgres:{secret}@127.0.0.1:{port}/postgres"
         finally:
             server.stop()  # type: ignore[attr-defined]
-
-
-async def _execute(url: str, *statements: str) -> None:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            for statement in statements:
-                await conn.execute(sa.text(statement))
-    finally:
-        await engine.dispose()
 
 
 # -- 5. branch collisions: check names them; 'time' numbering avoids them --------------------
