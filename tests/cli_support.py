@@ -36,6 +36,7 @@ import sqlalchemy as sa
 import rung
 
 RUNG = [sys.executable, "-m", "rung"]
+REPOSITORY = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("rung")
 TIMEOUT = 300  # seconds: only a backstop against a hang, never a measure of speed
 CONNECT_TIMEOUT = 10.0  # seconds: rung's own, when --wait is not given ("no answer within 10 s")
@@ -211,14 +212,17 @@ def _project_root(cwd: Path) -> Path:
 
 
 def _shadowed(root: Path) -> dict[str, ModuleType]:
-    """Loaded modules that the project's own would replace in a new process (``server``,
-    from this repository, when a test imported its example registry)."""
+    """Loaded modules that a new process in ``root`` would not have: the project's own names
+    loaded from elsewhere, and this repository's example (``server``, when a test imported
+    its registry), which a new process outside the repository cannot import at all."""
     tops = {name.partition(".")[0] for name in sys.modules}
     mine = {t for t in tops if (root / t).is_dir() or (root / f"{t}.py").is_file()}
+    example = [REPOSITORY / "server"] if not _under(root, REPOSITORY) else []
     return {
         name: module
         for name, module in sys.modules.items()
-        if name.partition(".")[0] in mine and not _loaded_from(module, [root])
+        if (name.partition(".")[0] in mine and not _loaded_from(module, [root]))
+        or _loaded_from(module, example)
     }
 
 
