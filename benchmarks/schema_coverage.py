@@ -20,14 +20,14 @@ import tempfile
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from test_coverage import CASES
 
 from rung.dialects import dialect_named
-from rung.schema import diff, snapshot
+from rung.schema import Snapshot, diff
 
 SERVERS = {
     "postgresql": os.environ.get(
@@ -35,6 +35,11 @@ SERVERS = {
     ),
     "mariadb": os.environ.get("RUNG_BENCH_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306/"),
 }
+
+
+async def snapshot(conn: AsyncConnection) -> Snapshot:
+    """The schema as rung's reader for ``conn``'s database sees it."""
+    return await conn.run_sync(dialect_named(conn.dialect.name).read_schema)
 
 
 async def run(engine: AsyncEngine, statements: list[str]) -> None:

@@ -23,10 +23,16 @@ import tempfile
 import time
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from rung.dialects import dialect_named
-from rung.schema import snapshot
+from rung.schema import Snapshot
+
+
+async def snapshot(conn: AsyncConnection) -> Snapshot:
+    """The schema as rung's reader for ``conn``'s database sees it."""
+    return await conn.run_sync(dialect_named(conn.dialect.name).read_schema)
+
 
 TABLES = 1000
 READS = 7

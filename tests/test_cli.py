@@ -621,7 +621,11 @@ def test_verify_names_a_down_that_does_not_undo_its_up(sqlite_project: Project) 
     )
     verify = sqlite_project.rung("verify")
     assert verify.code == 1 and f"problem: down of {name} fails" in verify.out, verify.text
-    assert f"not checked, after the failure above: 1 migration ({later} to {later})" in verify.out
+    assert "rebuilt the state after up of 1 migration" in verify.out  # and went on
+    assert f"not reversible, so applied without a round trip: {later}" in verify.out
+    fast = sqlite_project.rung("verify", "--fail-fast")
+    assert fast.code == 1 and f"problem: down of {name} fails" in fast.out, fast.text
+    assert f"not checked, after the failure above: 1 migration ({later} to {later})" in fast.out
     sqlite_project.write(
         name,
         ["CREATE TABLE t (id INTEGER)", "ALTER TABLE t ADD tags TEXT"],
@@ -631,6 +635,7 @@ def test_verify_names_a_down_that_does_not_undo_its_up(sqlite_project: Project) 
     assert verify.code == 1, verify.text
     report = verify.json()
     assert report["checked"] == [name] and report["irreversible"] == [later]
+    assert report["rebuilt"] == [name] and report["not_checked"] == []  # t_old stayed
     assert [(f["name"], f["step"]) for f in report["failures"]] == [
         (name, "down"),  # leaves t_old behind ...
         (name, "up again"),  # ... which the second up then does not match

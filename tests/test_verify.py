@@ -119,11 +119,13 @@ async def test_a_down_that_forgets_something_is_caught_and_named(
     assert failure.message.startswith(message.format(buggy))
     lines = [str(d) for d in failure.differences]
     assert any(forgotten in line for line in lines), lines
-    if len(report.failures) == 1:  # up ran again over the leftover: the checks went on
-        assert report.checked == (*migrations.names[:2], last)
-    else:  # the leftover made up fail when run again, which is reported too
+    assert report.checked == (*migrations.names[:2], last)  # every verdict, in one run
+    assert report.not_checked == ()
+    if len(report.failures) == 1:  # up ran again over the leftover: no rebuild was needed
+        assert report.rebuilt == ()
+    else:  # the leftover made up fail when run again: reported, and the state rebuilt
         assert report.failures[1].step == "up again"
-        assert report.not_checked == (last,)
+        assert report.rebuilt == (buggy,)
 
 
 async def test_an_up_that_cannot_run_again_after_its_down_is_caught(
@@ -143,7 +145,9 @@ async def test_an_up_that_cannot_run_again_after_its_down_is_caught(
     [failure] = report.failures
     assert (failure.name, failure.step) == (seeds, "up again")
     assert failure.message.startswith(f"up of {seeds} fails when run again after its down: ")
-    assert report.not_checked == (later,)
+    assert report.checked == tuple(migrations.names) and report.not_checked == ()
+    assert report.rebuilt == (seeds,)  # the checks of `later` went on from "after up seeds"
+    assert later not in {f.name for f in report.failures}
     await assert_scratch_dropped(caplog)
 
 
@@ -288,3 +292,51 @@ async def test_a_down_that_loses_a_collation_or_a_where_is_caught(
     report = await verify(engine, migrations.registry())
 
     assert [f.message for f in report.failures] == [f"down of {lossy} leaves {change}"]
+
+
+def ladder(migrations: MigrationPackage, size: int) -> dict[str, str]:
+    """A history of ``size`` tables, one per migration, whose downs are wrong in three
+    different ways at three places; returns the broken ones' names and how each breaks."""
+    broken: dict[str, str] = {}
+    for i in range(1, size + 1):
+        table = f"rung_t{i}"
+        up = statements(
+            f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, name VARCHAR(20))",
+            f"CREATE INDEX ix_{table} ON {table} (name)",
+        )
+        down, how = {
+            3: ("await conn.execute(text('SELECT * FROM no_such_table'))", "down raises"),
+            6: ("pass", "down forgets its table"),  # and up again then fails
+            9: (statements(f"DROP TABLE {table}", f"CREATE TABLE {table}_old (id INTEGER)"), "x"),
+        }.get(i, (statements(f"DROP TABLE {table}"), ""))
+        name = migrations.add(f"t{i}", up, down)
+        if how:
+            broken[name] = how
+    return broken
+
+
+async def test_one_run_names_every_failing_down_and_blames_no_good_one(
+    engine: AsyncEngine, migrations: MigrationPackage, caplog: pytest.LogCaptureFixture
+) -> None:
+    listen(caplog)
+    broken = ladder(migrations, 12)
+    three, six, nine = broken
+
+    report = await verify(engine, migrations.registry())
+
+    assert report.checked == tuple(migrations.names) and report.not_checked == ()
+    assert {f.name for f in report.failures} == set(broken)  # no good migration blamed
+    steps = [(f.name, f.step) for f in report.failures]
+    assert (three, "down") in steps and (six, "down") in steps and (nine, "down") in steps
+    assert (six, "up again") in steps  # its table was still there
+    assert report.rebuilt == (three, six, nine)  # each left the scratch database elsewhere
+    assert [f.rebuilt_after for f in report.failures if f.name == three] == [None]
+    assert {f.rebuilt_after for f in report.failures if f.name == nine} == {six}
+    [left] = [f for f in report.failures if (f.name, f.step) == (nine, "down")]
+    assert "rung_t9_old" in left.message
+    await assert_scratch_dropped(caplog)  # the reference database too
+
+    fast = await verify(engine, migrations.registry(), fail_fast=True)
+
+    assert [(f.name, f.step) for f in fast.failures] == [(three, "down")]
+    assert fast.not_checked == tuple(migrations.names[3:]) and fast.rebuilt == ()

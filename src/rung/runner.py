@@ -181,6 +181,23 @@ async def run(
             return await _Run(books, migrations, request, settings).batches(epilogue)
 
 
+@asynccontextmanager
+async def runs(
+    engine: AsyncEngine, migrations: Sequence[Migration], settings: Settings
+) -> AsyncIterator[Callable[[Request], Awaitable[list[Executed]]]]:
+    """Many runs in a row under one lock, on one connection: what ``run`` does under the
+    lock, for each request given, without taking the lock again (verify makes three runs
+    per migration on its scratch database)."""
+    async with connect(engine) as conn, locked(engine, conn, settings) as books:
+        async with books.writing():
+            await books.history.ensure(conn)
+
+        async def one(request: Request) -> list[Executed]:
+            return await _Run(books, migrations, request, settings, ensured=True).batches(None)
+
+        yield one
+
+
 def _plan(
     migrations: Sequence[Migration],
     records: Sequence[Record],
@@ -205,14 +222,20 @@ class _Run:
     holds the lock, re-reading the history before each, and remembers what it did."""
 
     def __init__(
-        self, books: Books, migrations: Sequence[Migration], request: Request, settings: Settings
+        self,
+        books: Books,
+        migrations: Sequence[Migration],
+        request: Request,
+        settings: Settings,
+        *,
+        ensured: bool = False,
     ) -> None:
         self.books, self.conn, self.history = books, books.conn, books.history
         self.dialect = books.history.dialect
         self.migrations, self.request, self.settings = migrations, request, settings
         self.done: list[Executed] = []
         self._side: AsyncConnection | None = None  # journals non-atomic migrations as they go
-        self._ensured = False
+        self.ensured = ensured  # rung's tables made by an earlier run under this lock
 
     async def batches(self, epilogue: Epilogue | None) -> list[Executed]:
         """Run every batch, then the epilogue if the schema changed; return what ran."""
@@ -270,9 +293,9 @@ class _Run:
         conn, history = self.conn, self.history
         try:
             async with self.books.writing():
-                if not self._ensured:  # once a run: the run holds the lock
+                if not self.ensured:  # once a run: the run holds the lock
                     await history.ensure(conn)
-                    self._ensured = True
+                    self.ensured = True
                 records = await history.read(conn, journals=False)
                 request = dataclasses.replace(self.request, steps=remaining)
                 planned = _plan(self.migrations, records, request, self.dialect, self.settings)

@@ -1,33 +1,44 @@
 """``verify``: prove on a scratch database that every ``down`` exactly reverses its ``up``.
 
-For each migration in registry order: snapshot, up, snapshot, down, snapshot, up again,
-snapshot. After ``down`` the schema must equal the one before ``up``; ``up`` run again must
-not fail and must give the schema of its first run. At the end a full downgrade must leave
-only what was there before the first migration checked.
+For each migration in registry order: up, down, up again. After ``down`` the schema must
+equal the one before ``up``; ``up`` run again must not fail and must give the schema of its
+first run. When every check passed, a full downgrade must leave only what was there before
+the first migration checked.
 
-The steps go through the runner (``rung.upgrade``'s path) on the scratch engine rather than
-calling ``up``/``down`` directly: the real runner path is what production runs (its
-transactions, SQLite's ``BEGIN IMMEDIATE``, MariaDB's per-migration commits, migrations
-with ``transactional=False``), so verify proves that path, not a lookalike. The price, a
-history read and a lock per step, is small next to the DDL. A step that raises stops the
-checks (the scratch database is then in a state no later step can be judged from); schema
-differences are reported and the checks go on.
+The steps go through the real runner (``rung.runner.runs``: its transactions, SQLite's
+``BEGIN IMMEDIATE``, MariaDB's per-migration commits, ``transactional=False``) under one
+lock for the whole verify, so verify proves the path production runs, not a lookalike.
+
+Cost: after each step the schema is *fingerprinted* (``Dialect.fingerprint``: one cheap
+query), not read; equal fingerprints mean equal snapshots. Only when two differ are both
+sides read in full, the expected one from a *reference* scratch database that only ever
+runs ``up``, in registry order (the real sequence), made and advanced as it is needed.
+
+Every verdict in one run: after a failure that leaves the scratch database in a state the
+real sequence never reaches (a ``down`` that raised, an ``up`` again that raised or made
+something else), the state "after up N" is rebuilt, by the cheapest means the database has
+(a copy of the reference: a file copy on SQLite, ``CREATE DATABASE ... TEMPLATE`` on
+PostgreSQL; a replay on MariaDB and MySQL), and the checks go on; the report says which
+verdicts rest on a rebuilt state. An ``up`` that fails stops the checks: every later
+migration builds on it. ``fail_fast`` stops at the first failure of any kind.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from rung.connection import create_engine
 from rung.dialects import dialect_named
 from rung.errors import MigrationFailed, RungError, UnknownTarget
 from rung.history import History
 from rung.migration import Migration
 from rung.plan import Direction, Request
-from rung.runner import Settings, run
+from rung.runner import Executed, Settings, run, runs
 from rung.schema import Difference, Snapshot, diff
 from rung.scratch import scratch_database
 
@@ -35,12 +46,14 @@ from rung.scratch import scratch_database
 @dataclass(frozen=True)
 class Failure:
     """One migration that does not round-trip; ``step`` is 'up', 'down', 'up again' or
-    'final downgrade'."""
+    'final downgrade'. ``rebuilt_after`` names the migration after whose failure the state
+    this verdict rests on was rebuilt, if it was."""
 
     name: str
     step: str
     message: str
     differences: tuple[Difference, ...] = ()
+    rebuilt_after: str | None = None
 
     def __str__(self) -> str:
         return self.message
@@ -48,10 +61,11 @@ class Failure:
 
 @dataclass(frozen=True)
 class VerifyReport:
-    checked: tuple[str, ...]  # migrations whose round trip ran to the end
+    checked: tuple[str, ...]  # migrations whose round trip was judged, passed or failed
     failures: tuple[Failure, ...] = ()
     irreversible: tuple[str, ...] = ()  # applied only: they have no down to check
-    not_checked: tuple[str, ...] = ()  # after a step that raised
+    not_checked: tuple[str, ...] = ()  # after an up that failed, or the first failure
+    rebuilt: tuple[str, ...] = ()  # the state "after up NAME" was rebuilt to go on
 
     @property
     def ok(self) -> bool:
@@ -76,89 +90,229 @@ async def verify(
             names=[start_after],
         )
     first = names.index(start_after) + 1 if start_after is not None else 0
-    async with scratch_database(engine.url, scratch_url, purpose="verify") as scratch:
-        trip = _RoundTrips(scratch, migrations, table)
-        if start_after is not None:
-            await trip.step(Direction.UP, to=start_after)
-        return await trip.run(names[first:], floor=start_after)
+    async with AsyncExitStack() as stack:
+        scratch = await stack.enter_async_context(
+            scratch_database(engine.url, scratch_url, purpose="verify")
+        )
+        trips = _RoundTrips(scratch, migrations, Settings(table=table), stack)
+        try:
+            return await trips.run(names[first:], start_after, fail_fast)
+        finally:
+            await trips.close()
+
+
+Step = Callable[[Request], Awaitable[list[Executed]]]
 
 
 class _RoundTrips:
-    def __init__(self, scratch: AsyncEngine, migrations: Sequence[Migration], table: str) -> None:
-        self.scratch = scratch
-        self.migrations = migrations
-        self.table = table
-        self.history = History(table, dialect_named(scratch.dialect.name))
-        self.failures: list[Failure] = []
-
-    async def step(
-        self, direction: Direction, steps: int | None = None, to: str | None = None
+    def __init__(
+        self,
+        scratch: AsyncEngine,
+        migrations: Sequence[Migration],
+        settings: Settings,
+        stack: AsyncExitStack,
     ) -> None:
-        """One run of the real runner; no snapshot stored for drift (this is scratch)."""
-        request = Request(direction, steps, to)
-        await run(self.scratch, self.migrations, request, Settings(table=self.table))
+        self.work = scratch
+        self.url = scratch.url
+        self.migrations = migrations
+        self.names = [m.name for m in migrations]
+        self.settings = settings
+        self.dialect = dialect_named(scratch.dialect.name)
+        self.history = History(settings.table, self.dialect)
+        self.stack = stack  # where the reference database is dropped, on the way out
+        self.reference: AsyncEngine | None = None
+        self.reference_at: str | None = None  # the last migration applied there
+        self.session: AsyncExitStack | None = None
+        self.step: Step | None = None
+        self.failures: list[Failure] = []
+        self.rebuilt: list[str] = []
 
-    async def snapshot(self) -> Snapshot:
-        async with self.scratch.connect() as conn:
+    # -- the work database and its lock ---------------------------------------------------
+
+    async def open(self) -> Step:
+        if self.step is None:
+            self.session = AsyncExitStack()
+            self.step = await self.session.enter_async_context(
+                runs(self.work, self.migrations, self.settings)
+            )
+        return self.step
+
+    async def close(self) -> None:
+        if self.session is not None:
+            session, self.session, self.step = self.session, None, None
+            await session.aclose()
+        await self.work.dispose()
+
+    async def up(self, to: str | None = None) -> None:
+        step = await self.open()
+        await step(Request(Direction.UP, None if to else 1, to))
+
+    async def down(self, to: str | None = None, *, steps: int | None = 1) -> None:
+        step = await self.open()
+        await step(Request(Direction.DOWN, steps, to))
+
+    async def fingerprint(self) -> str:
+        async with self.work.connect() as conn:
+            return await conn.run_sync(self.dialect.fingerprint)
+
+    async def snapshot(self, engine: AsyncEngine) -> Snapshot:
+        async with engine.connect() as conn:
             return await self.history.read_schema(conn)
 
-    async def run(self, names: Sequence[str], floor: str | None) -> VerifyReport:
+    # -- the reference: the real sequence, made as it is needed ---------------------------
+
+    async def expected(self, after: str | None) -> Snapshot:
+        """The schema the real sequence has after ``after``'s up (None: before any)."""
+        return await self.snapshot(await self.reference_after(after))
+
+    async def reference_after(self, name: str | None) -> AsyncEngine:
+        if self.reference is None:
+            self.reference = await self.stack.enter_async_context(
+                scratch_database(self.url, purpose="verify")
+            )
+            self.stack.push_async_callback(self._dispose_reference)
+        at = self.names.index(self.reference_at) if self.reference_at else -1
+        wanted = self.names.index(name) if name else -1
+        if wanted < at:
+            raise AssertionError("the reference database only ever goes up")
+        if wanted > at:
+            request = Request(Direction.UP, to=name)
+            await run(self.reference, self.migrations, request, self.settings)
+            self.reference_at = name
+        return self.reference
+
+    async def _dispose_reference(self) -> None:
+        if self.reference is not None:
+            await self.reference.dispose()
+
+    async def rebuild(self, name: str) -> str:
+        """Bring the work database to "after up ``name``" again; return its fingerprint."""
+        await self.close()
+        if self.dialect.copies_databases:
+            reference = await self.reference_after(name)
+            await reference.dispose()  # PostgreSQL copies only a database nobody is using
+            await self.dialect.copy_database(reference.url, self.url)
+            self.work = create_engine(self.url)
+        else:
+            await self.dialect.drop_database(self.url)
+            await self.dialect.create_database(self.url)
+            self.work = create_engine(self.url)
+            await self.up(to=name)
+        self.rebuilt.append(name)
+        return await self.fingerprint()
+
+    # -- the checks ------------------------------------------------------------------------
+
+    async def run(self, names: Sequence[str], floor: str | None, fail_fast: bool) -> VerifyReport:
         by_name = {m.name: m for m in self.migrations}
         checked: list[str] = []
         irreversible: list[str] = []
-        base = before = await self.snapshot()  # what the final downgrade must come back to
+        previous = floor  # the last migration applied before the one checked
+        if floor is not None:
+            await self.up(to=floor)
+        else:
+            await self.open()  # rung's own tables, before the first fingerprint
+        before = await self.fingerprint()
+        base = before, await self.snapshot(self.work)  # what the final downgrade returns to
         for position, name in enumerate(names):
-            step = "up"
+            rest = names[position + 1 :]
             try:
-                await self.step(Direction.UP, steps=1)
-                after_up = await self.snapshot()
-                if by_name[name].down is None:
-                    irreversible.append(name)
-                    base = before = after_up
-                    floor = name
-                    continue
-                step = "down"
-                await self.step(Direction.DOWN, steps=1)
-                self.compare(name, step, before, await self.snapshot())
-                step = "up again"
-                await self.step(Direction.UP, steps=1)
-                before = await self.snapshot()
-                self.compare(name, step, after_up, before)
+                await self.up()
             except RungError as exc:
-                self.failures.append(_raised(name, step, exc))
-                return self.report(checked, irreversible, names[position + 1 :])
+                checked.append(name)
+                self.fail(name, "up", exc)
+                return self.report(checked, irreversible, rest)
+            after_up = await self.fingerprint()
+            if by_name[name].down is None:
+                irreversible.append(name)
+                before = after_up
+                base = after_up, await self.snapshot(self.work)
+                previous = floor = name
+                continue
             checked.append(name)
-        await self.final_downgrade(names, floor, base)
+            found = len(self.failures)
+            before = await self.round_trip(name, previous, before, after_up, fail_fast)
+            if fail_fast and len(self.failures) > found:
+                return self.report(checked, irreversible, rest)
+            previous = name
+        if not self.failures:
+            await self.final_downgrade(names, floor, base)
         return self.report(checked, irreversible, ())
 
+    async def round_trip(
+        self, name: str, previous: str | None, before: str, after_up: str, fail_fast: bool
+    ) -> str:
+        """Down, then up again; return the fingerprint of the state "after up ``name``"
+        the checks go on from (rebuilt if the round trip left another one, unless the
+        checks stop at this failure)."""
+
+        async def going_on() -> str:
+            return after_up if fail_fast else await self.rebuild(name)
+
+        try:
+            await self.down()
+        except RungError as exc:
+            self.fail(name, "down", exc)
+            return await going_on()
+        after_down = await self.fingerprint()
+        if after_down != before:
+            await self.compare(name, "down", await self.expected(previous))
+        try:
+            await self.up()
+        except RungError as exc:
+            self.fail(name, "up again", exc)
+            return await going_on()
+        after_again = await self.fingerprint()
+        if after_again != after_up and await self.compare(
+            name, "up again", await self.expected(name)
+        ):
+            return await going_on()
+        return after_up
+
     async def final_downgrade(
-        self, names: Sequence[str], floor: str | None, base: Snapshot
+        self, names: Sequence[str], floor: str | None, base: tuple[str, Snapshot]
     ) -> None:
         if not names or names[-1] == floor:
             return
         oldest = names[names.index(floor) + 1] if floor in names else names[0]
         try:
-            await self.step(Direction.DOWN, to=floor)  # to None: every one
+            await self.down(to=floor, steps=None)  # to None: every one
         except RungError as exc:
-            self.failures.append(_raised(getattr(exc, "name", oldest), "final downgrade", exc))
+            self.fail(getattr(exc, "name", oldest), "final downgrade", exc)
             return
-        self.compare(oldest, "final downgrade", base, await self.snapshot())
+        if await self.fingerprint() != base[0]:
+            await self.compare(oldest, "final downgrade", base[1])
 
-    def compare(self, name: str, step: str, expected: Snapshot, actual: Snapshot) -> None:
+    async def compare(self, name: str, step: str, expected: Snapshot) -> bool:
+        """Read the work database in full and name how it differs from ``expected``;
+        True when it does (two fingerprints can differ for equal snapshots)."""
         sides = {
             "down": ("before its up", "after its down"),
             "up again": ("after its first up", "after up again"),
             "final downgrade": ("before the first migration", "after the full downgrade"),
         }[step]
+        actual = await self.snapshot(self.work)
         found = diff(expected, actual, expected_as=sides[0], actual_as=sides[1])
         if found:
-            self.failures.append(Failure(name, step, _message(name, step, found), tuple(found)))
+            message = _message(name, step, found)
+            self.failures.append(Failure(name, step, message, tuple(found), self._rebuilt()))
+        return bool(found)
+
+    def fail(self, name: str, step: str, exc: RungError) -> None:
+        self.failures.append(Failure(name, step, _raised(name, step, exc), (), self._rebuilt()))
+
+    def _rebuilt(self) -> str | None:
+        return self.rebuilt[-1] if self.rebuilt else None
 
     def report(
         self, checked: list[str], irreversible: list[str], not_checked: Sequence[str]
     ) -> VerifyReport:
         return VerifyReport(
-            tuple(checked), tuple(self.failures), tuple(irreversible), tuple(not_checked)
+            tuple(checked),
+            tuple(self.failures),
+            tuple(irreversible),
+            tuple(not_checked),
+            tuple(self.rebuilt),
         )
 
 
@@ -195,7 +349,7 @@ def _message(name: str, step: str, found: Sequence[Difference]) -> str:
 _DRIVER_PREFIX = re.compile(r"^\([\w.]+\) ")  # SQLAlchemy's "(sqlite3.IntegrityError) "
 
 
-def _raised(name: str, step: str, exc: RungError) -> Failure:
+def _raised(name: str, step: str, exc: RungError) -> str:
     cause = exc.message
     if isinstance(exc, MigrationFailed):  # on scratch, only the cause matters
         first = (str(exc.cause).strip().splitlines() or [""])[0]
@@ -206,4 +360,4 @@ def _raised(name: str, step: str, exc: RungError) -> Failure:
         "up again": f"up of {name} fails when run again after its down",
         "final downgrade": f"the full downgrade fails at {name}",
     }[step]
-    return Failure(name, step, f"{where}: {cause}")
+    return f"{where}: {cause}"

@@ -16,6 +16,7 @@ errors mean that a concurrent write won.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
@@ -40,6 +41,7 @@ class Server:
 class Dialect(Protocol):
     name: str
     transactional_ddl: bool  # True: a failed batch rolls back schema and history together
+    copies_databases: bool  # True: copy_database can make a scratch database from another
     long_text: sa.types.TypeEngine[Any]  # the history's journal and error columns
     moment: sa.types.TypeEngine[Any]  # the history's applied_at, to the microsecond
 
@@ -112,6 +114,10 @@ class Dialect(Protocol):
     async def drop_database(self, url: sa.URL) -> None:
         """Drop the database ``url`` names if it exists, with whatever ``scratch_url`` made."""
 
+    async def copy_database(self, source: sa.URL, target: sa.URL) -> None:
+        """Make ``target`` a copy of ``source`` (to neither is a connection open), in place
+        of what ``target`` held, where ``copies_databases`` says the server can."""
+
     # -- the schema --------------------------------------------------------------------------
 
     def read_schema(self, conn: sa.Connection) -> Snapshot:
@@ -119,12 +125,22 @@ class Dialect(Protocol):
         every object a migration can make, in a number of queries that does not grow with
         the number of tables, normalised so that equal schemas give equal snapshots."""
 
+    def fingerprint(self, conn: sa.Connection) -> str:
+        """A digest of what ``read_schema`` reads, cheaper to take than a snapshot: two
+        equal fingerprints always mean equal snapshots (two different ones may not mean
+        different snapshots: a full read decides)."""
+
     def drop_everything(self, conn: sa.Connection) -> list[str]:
         """For ``rung fresh``: drop every object ``read_schema`` can see (rung's own tables
         too), so that every migration applies again; return them as ``"<kind> <name>"``."""
 
 
 SAFE_DATABASE_NAME = re.compile(r"[A-Za-z0-9_]{1,63}")
+
+
+def digest(value: object) -> str:
+    """A fingerprint of ``value``'s text (rows, a snapshot)."""
+    return hashlib.sha256(repr(value).encode()).hexdigest()
 
 
 def checked_database_name(url: sa.URL) -> str:

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from rung.dialects import mysql_schema
-from rung.dialects.base import Server, checked_database_name, error_number, message_of
+from rung.dialects.base import Server, checked_database_name, digest, error_number, message_of
 from rung.migration import Statement
 from rung.schema import Snapshot
 
@@ -63,6 +63,7 @@ class _ColumnType(sa.types.UserDefinedType[Any]):
 
 class MySQL:
     name = "mysql"
+    copies_databases = False
     transactional_ddl = False
     # MySQL's TEXT holds 64 KB and its DATETIME whole seconds, unless told otherwise.
     long_text: sa.types.TypeEngine[Any] = _ColumnType("LONGTEXT")
@@ -161,8 +162,15 @@ class MySQL:
     async def drop_database(self, url: sa.URL) -> None:
         await _admin(url, f"DROP DATABASE IF EXISTS `{checked_database_name(url)}`")
 
+    async def copy_database(self, source: sa.URL, target: sa.URL) -> None:
+        raise NotImplementedError("MariaDB and MySQL cannot copy a database on the server")
+
     def read_schema(self, conn: sa.Connection) -> Snapshot:
         return mysql_schema.read(conn)
+
+    def fingerprint(self, conn: sa.Connection) -> str:
+        # information_schema's queries are most of a read's cost: nothing cheaper is exact
+        return digest(mysql_schema.read(conn))
 
     def drop_everything(self, conn: sa.Connection) -> list[str]:
         return mysql_schema.drop_everything(conn)

@@ -13,7 +13,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from rung.dialects import postgresql_schema
-from rung.dialects.base import Server, all_kept, checked_database_name, error_code, message_of
+from rung.dialects.base import (
+    Server,
+    all_kept,
+    checked_database_name,
+    digest,
+    error_code,
+    message_of,
+)
 from rung.migration import Statement
 from rung.schema import Snapshot
 
@@ -36,6 +43,7 @@ _INVALID_INDEXES = sa.text(
 
 class PostgreSQL:
     name = "postgresql"
+    copies_databases = True
     transactional_ddl = True
     long_text: sa.types.TypeEngine[Any] = sa.Text()
     moment: sa.types.TypeEngine[Any] = sa.DateTime()
@@ -143,8 +151,18 @@ class PostgreSQL:
     async def drop_database(self, url: sa.URL) -> None:
         await _admin(url, f'DROP DATABASE IF EXISTS "{checked_database_name(url)}" WITH (FORCE)')
 
+    async def copy_database(self, source: sa.URL, target: sa.URL) -> None:
+        name, template = checked_database_name(target), checked_database_name(source)
+        await self.drop_database(target)
+        await _admin(target, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+
     def read_schema(self, conn: sa.Connection) -> Snapshot:
         return postgresql_schema.read(conn)
+
+    def fingerprint(self, conn: sa.Connection) -> str:
+        # the catalog's rows carry object ids, new each time a down and an up remake an
+        # object: no digest of them is equal for equal schemas, so this one is of a read
+        return digest(postgresql_schema.read(conn))
 
     def drop_everything(self, conn: sa.Connection) -> list[str]:
         return postgresql_schema.drop_everything(conn)

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rung.dialects import sqlite_schema
-from rung.dialects.base import Server, all_kept, message_of
+from rung.dialects.base import Server, all_kept, digest, message_of
 from rung.errors import DatabaseUnreachable, LockTimeout
 from rung.migration import Statement
 from rung.schema import Snapshot
@@ -29,6 +29,7 @@ _SCRATCH_PREFIX = "rung_scratch_"
 
 class SQLite:
     name = "sqlite"
+    copies_databases = True
     transactional_ddl = True
     long_text: sa.types.TypeEngine[Any] = sa.Text()
     moment: sa.types.TypeEngine[Any] = sa.DateTime()
@@ -136,8 +137,21 @@ class SQLite:
         if os.path.basename(folder).startswith(_SCRATCH_PREFIX):
             shutil.rmtree(folder, ignore_errors=True)
 
+    async def copy_database(self, source: sa.URL, target: sa.URL) -> None:
+        origin, path = _file(source), _file(target)
+        if origin is None or path is None:
+            raise ValueError("only a SQLite file can be copied")
+        for suffix in ("-journal", "-wal", "-shm"):  # none after a clean close; never stale
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+        shutil.copyfile(origin, path)
+
     def read_schema(self, conn: sa.Connection) -> Snapshot:
         return sqlite_schema.read(conn)
+
+    def fingerprint(self, conn: sa.Connection) -> str:
+        # SQLite keeps a schema as the text of its CREATE statements and nothing else
+        return digest(conn.exec_driver_sql(_SCHEMA_TEXT).scalar())
 
     def drop_everything(self, conn: sa.Connection) -> list[str]:
         return sqlite_schema.drop_everything(conn)
@@ -148,5 +162,10 @@ def _file(url: sa.URL) -> str | None:
     path = url.database or ""
     return None if path in ("", ":memory:") or path.startswith("file:") else path
 
+
+_SCHEMA_TEXT = (
+    "SELECT group_concat(type || char(31) || name || char(31) || ifnull(sql, ''), char(30)) "
+    "FROM (SELECT type, name, sql FROM sqlite_master ORDER BY type, name)"
+)
 
 DIALECT = SQLite()
