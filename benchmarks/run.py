@@ -38,7 +38,17 @@ from benchlib.tools import (
 
 BENCH_DIR = Path(__file__).resolve().parent
 WORK = BENCH_DIR / ".work"
-SCENARIOS = ("apply", "noop", "status", "rollback", "10k", "help", "inprocess", "verify")
+SCENARIOS = (
+    "apply",
+    "noop",
+    "status",
+    "rollback",
+    "10k",
+    "help",
+    "inprocess",
+    "verify",
+    "drift",
+)
 LADDER = ("apply", "noop", "status", "rollback")
 RUNG_FAMILY = ("rung", "rung-api")
 
@@ -237,20 +247,24 @@ class Bench:
         self.run_inprocess(db, n)
         db.reset("tool")
 
-    def run_verify(self, db: Database, n: int, cli: RungCli) -> bool:
-        """rung verify's time as a ratio to a plain ``rung up`` on an empty database, one
-        pair. Returns False when verify did not finish within ``verify_timeout``."""
-        cell = self.results.cell(db.name, "verify", n, "rung", reference="rung up")
+    def run_verify(self, db: Database, n: int, cli: RungCli, scenario: str = "verify") -> bool:
+        """rung verify's time (or, for ``drift``, ``rung drift --replay``'s on a database
+        where all N are applied) as a ratio to a plain ``rung up`` on an empty database,
+        one pair. Returns False when it did not finish within ``verify_timeout``."""
+        cell = self.results.cell(db.name, scenario, n, "rung", reference="rung up")
         db.reset("tool")
-        verify = replace(need(cli.run("verify", db, n)), timeout=self.plan.verify_timeout)
+        if scenario == "drift":
+            untimed(need(cli.run("apply", db, n)))
+        command = replace(need(cli.run(scenario, db, n)), timeout=self.plan.verify_timeout)
         try:
-            cell.tool_s.append(timed(verify))
+            cell.tool_s.append(timed(command))
         except TooSlow as slow:
             del self.results.cells[cell.key]
-            self.results.skipped[cell.key] = f"rung verify did not finish within {slow.limit:g} s"
+            late = f"rung {scenario} did not finish within {slow.limit:g} s"
+            self.results.skipped[cell.key] = late
             log(f"  {cell.key}: did not finish within {slow.limit:g} s")
             return False
-        self.expect_tables(db, "tool", 0, "rung verify")
+        self.expect_tables(db, "tool", n if scenario == "drift" else 0, f"rung {scenario}")
         db.reset("tool")
         cell.reference_s.append(timed(need(cli.run("apply", db, n))))
         self.expect_tables(db, "tool", n, "rung up")
@@ -439,24 +453,26 @@ def main(argv: list[str] | None = None) -> int:
 
     # Last, being slow: rung verify (issue 4), one pair per database and N, smallest N first.
     cli = tools["rung"]
-    if "verify" in scenarios and cli in chosen:
+    for net in [s for s in ("drift", "verify") if s in scenarios and cli in chosen]:
         assert isinstance(cli, RungCli)
         if not cli.supports_verify():
-            results.skipped["verify"] = "rung verify does not exist yet"
+            results.skipped[net] = "rung verify does not exist yet"
         for db in dbs if cli.supports_verify() else []:
             if f"database {db.name}" in results.skipped:
                 continue
             for n in sorted(plan.ns):
                 finished = [False]
 
-                def measure(db: Database = db, n: int = n, done: list[bool] = finished) -> None:
-                    done[0] = bench.run_verify(db, n, cli)
+                def measure(
+                    db: Database = db, n: int = n, done: list[bool] = finished, net: str = net
+                ) -> None:
+                    done[0] = bench.run_verify(db, n, cli, net)
 
-                guarded(results, db.name, n, "verify", measure)
+                guarded(results, db.name, n, net, measure)
                 if not finished[0]:
                     for larger in [m for m in plan.ns if m > n]:
-                        results.skipped[f"{db.name}/verify/{larger}/rung"] = (
-                            f"not run: verify did not finish at N={n}"
+                        results.skipped[f"{db.name}/{net}/{larger}/rung"] = (
+                            f"not run: {net} did not finish at N={n}"
                         )
                     break
             db.drop("tool")

@@ -8,7 +8,7 @@ from pathlib import Path
 from benchlib.measure import Cell, Results
 
 TOOL_ORDER = ("rung", "rung-api", "alembic", "alembic-async", "yoyo", "raw-sa")
-SCENARIO_ORDER = ("apply", "rollback", "noop", "status", "verify", "help")
+SCENARIO_ORDER = ("apply", "rollback", "noop", "status", "verify", "drift", "help")
 DB_ORDER = ("sqlite", "postgresql", "mariadb")
 # scenario: the most rung may cost, as a multiple of the floor (the targets)
 TARGETS = {"apply": 1.15, "rollback": 1.15, "noop": 1.3, "status": 1.3, "help": 1.5}
@@ -20,6 +20,7 @@ SCENARIO_TITLES = {
     "noop": "no-op `up` (all applied)",
     "status": "`status` (all applied)",
     "verify": "`verify`",
+    "drift": "`drift --replay`",
     "help": "`--help` cold start",
 }
 
@@ -132,7 +133,8 @@ def render(results: Results) -> str:
         out += [ANALYSIS.read_text().rstrip(), ""]
 
     for db in DB_ORDER:
-        cells = [c for c in results.cells.values() if c.db == db and c.scenario != "verify"]
+        nets = ("verify", "drift")
+        cells = [c for c in results.cells.values() if c.db == db and c.scenario not in nets]
         if not cells:
             continue
         tools = [t for t in TOOL_ORDER if any(c.tool == t for c in cells)]
@@ -273,17 +275,18 @@ def render(results: Results) -> str:
         header = ["database", "scenario", "as", "1,000", "10,000", "growth", "per extra migration"]
         out += [*_table(header, rows), ""]
 
-    verify = [c for c in results.cells.values() if c.scenario == "verify"]
-    out += ["## `rung verify` against a plain `rung up`", ""]
-    if verify:
-        rows = [
-            [c.db, f"{c.n:,}", f"{c.ratio:.2f}x", _ms(c.tool_ms), _ms(c.reference_ms)]
-            for c in sorted(verify, key=_order)
-        ]
-        out += _table(["database", "N", "verify / up", "verify", "up"], rows)
-    else:
-        out.append("Not measured yet: the scenario runs once `rung verify` exists.")
-    out.append("")
+    for net, title in (("verify", "`rung verify`"), ("drift", "`rung drift --replay`")):
+        found = [c for c in results.cells.values() if c.scenario == net]
+        out += [f"## {title} against a plain `rung up`", ""]
+        if found:
+            rows = [
+                [c.db, f"{c.n:,}", f"{c.ratio:.2f}x", _ms(c.tool_ms), _ms(c.reference_ms)]
+                for c in sorted(found, key=_order)
+            ]
+            out += _table(["database", "N", f"{net} / up", net, "up"], rows)
+        else:
+            out.append(f"Not measured in this run: `--scenario {net}`.")
+        out.append("")
 
     if results.skipped:
         out += ["## Not measured", ""]

@@ -183,6 +183,7 @@ class RungCli(Tool):
             "status": ["status"],
             "rollback": self.down_all,
             "verify": ["verify"],
+            "drift": ["drift", "--replay"],
         }[action]
         argv = [
             *RUNG,

@@ -181,18 +181,19 @@ async def run(
             return await _Run(books, migrations, request, settings).batches(epilogue)
 
 
+Runs = Callable[[Sequence[Migration], Request], Awaitable[list[Executed]]]
+
+
 @asynccontextmanager
-async def runs(
-    engine: AsyncEngine, migrations: Sequence[Migration], settings: Settings
-) -> AsyncIterator[Callable[[Request], Awaitable[list[Executed]]]]:
+async def runs(engine: AsyncEngine, settings: Settings) -> AsyncIterator[Runs]:
     """Many runs in a row under one lock, on one connection: what ``run`` does under the
-    lock, for each request given, without taking the lock again (verify makes three runs
-    per migration on its scratch database)."""
+    lock, for each registry and request given, without taking the lock again (verify
+    makes three runs per migration on its scratch database)."""
     async with connect(engine) as conn, locked(engine, conn, settings) as books:
         async with books.writing():
             await books.history.ensure(conn)
 
-        async def one(request: Request) -> list[Executed]:
+        async def one(migrations: Sequence[Migration], request: Request) -> list[Executed]:
             return await _Run(books, migrations, request, settings, ensured=True).batches(None)
 
         yield one

@@ -14,6 +14,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -49,7 +50,7 @@ async def scratch_database(
             "does not exist yet on a server where this account may create databases"
         ) from exc
     logger.info("created scratch database %s", _shown(url))
-    engine = create_engine(url)
+    engine = scratch_engine(url)
     try:
         yield engine
     finally:
@@ -61,6 +62,21 @@ async def scratch_database(
             logger.error(
                 "could not drop scratch database %s (%s); drop it by hand", _shown(url), exc
             )
+
+
+def scratch_engine(url: sa.URL) -> AsyncEngine:
+    """An engine on scratch database ``url`` whose commits do not wait for the disk."""
+    engine = create_engine(url)
+    statement = dialect_named(url.get_backend_name()).unsynced()
+    if statement is not None:
+
+        def unsynced(dbapi_connection: Any, _: object) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(statement)
+            cursor.close()
+
+        sa.event.listen(engine.sync_engine, "connect", unsynced)
+    return engine
 
 
 def _scratch_url(target: sa.URL, given: str | None, purpose: str) -> sa.URL:

@@ -26,21 +26,21 @@ migration builds on it. ``fail_fast`` stops at the first failure of any kind.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from rung.connection import create_engine
 from rung.dialects import dialect_named
 from rung.errors import MigrationFailed, RungError, UnknownTarget
 from rung.history import History
 from rung.migration import Migration
 from rung.plan import Direction, Request
-from rung.runner import Executed, Settings, run, runs
+from rung.runner import Runs, Settings, run, runs
 from rung.schema import Difference, Snapshot, diff
-from rung.scratch import scratch_database
+from rung.scratch import scratch_database, scratch_engine
 
 
 @dataclass(frozen=True)
@@ -101,9 +101,6 @@ async def verify(
             await trips.close()
 
 
-Step = Callable[[Request], Awaitable[list[Executed]]]
-
-
 class _RoundTrips:
     def __init__(
         self,
@@ -123,33 +120,51 @@ class _RoundTrips:
         self.reference: AsyncEngine | None = None
         self.reference_at: str | None = None  # the last migration applied there
         self.session: AsyncExitStack | None = None
-        self.step: Step | None = None
+        self.runs: Runs | None = None
         self.failures: list[Failure] = []
         self.rebuilt: list[str] = []
 
     # -- the work database and its lock ---------------------------------------------------
 
-    async def open(self) -> Step:
-        if self.step is None:
+    async def open(self) -> Runs:
+        if self.runs is None:
             self.session = AsyncExitStack()
-            self.step = await self.session.enter_async_context(
-                runs(self.work, self.migrations, self.settings)
-            )
-        return self.step
+            self.runs = await self.session.enter_async_context(runs(self.work, self.settings))
+        return self.runs
 
     async def close(self) -> None:
         if self.session is not None:
-            session, self.session, self.step = self.session, None, None
+            session, self.session, self.runs = self.session, None, None
             await session.aclose()
         await self.work.dispose()
 
-    async def up(self, to: str | None = None) -> None:
-        step = await self.open()
-        await step(Request(Direction.UP, None if to else 1, to))
+    async def up(self, only: Migration | None = None, *, to: str | None = None) -> None:
+        await self.step(Direction.UP, only, to, None if to else 1)
 
-    async def down(self, to: str | None = None, *, steps: int | None = 1) -> None:
-        step = await self.open()
-        await step(Request(Direction.DOWN, steps, to))
+    async def down(self, only: Migration | None = None, *, to: str | None = None) -> None:
+        await self.step(Direction.DOWN, only, to, None if to else 1)
+
+    async def step(
+        self, direction: Direction, only: Migration | None, to: str | None, steps: int | None
+    ) -> None:
+        """One run of the real runner: of migration ``only``, over a history holding no
+        other row (see ``forget``), or of the whole registry."""
+        run_ = await self.open()
+        await run_([only] if only else self.migrations, Request(direction, steps, to))
+
+    async def forget(self) -> None:
+        """Empty the scratch history, so that the next steps plan over one row (a run
+        reads the whole history before each batch: with every row kept, verify's cost
+        would grow with the square of the number of migrations)."""
+        async with self.work.begin() as conn:
+            await conn.execute(sa.delete(self.history.table))
+
+    async def remember(self, through: str) -> None:
+        """Record every migration through ``through`` as applied, as ``forget`` did not."""
+        async with self.work.begin() as conn:
+            await conn.execute(sa.delete(self.history.table))
+            for m in self.migrations[: self.names.index(through) + 1]:
+                await self.history.insert(conn, m.name, m.checksum, state="applied")
 
     async def fingerprint(self) -> str:
         async with self.work.connect() as conn:
@@ -192,11 +207,11 @@ class _RoundTrips:
             reference = await self.reference_after(name)
             await reference.dispose()  # PostgreSQL copies only a database nobody is using
             await self.dialect.copy_database(reference.url, self.url)
-            self.work = create_engine(self.url)
+            self.work = scratch_engine(self.url)
         else:
             await self.dialect.drop_database(self.url)
             await self.dialect.create_database(self.url)
-            self.work = create_engine(self.url)
+            self.work = scratch_engine(self.url)
             await self.up(to=name)
         self.rebuilt.append(name)
         return await self.fingerprint()
@@ -216,8 +231,9 @@ class _RoundTrips:
         base = before, await self.snapshot(self.work)  # what the final downgrade returns to
         for position, name in enumerate(names):
             rest = names[position + 1 :]
+            await self.forget()
             try:
-                await self.up()
+                await self.up(by_name[name])
             except RungError as exc:
                 checked.append(name)
                 self.fail(name, "up", exc)
@@ -231,7 +247,8 @@ class _RoundTrips:
                 continue
             checked.append(name)
             found = len(self.failures)
-            before = await self.round_trip(name, previous, before, after_up, fail_fast)
+            migration = by_name[name]
+            before = await self.round_trip(migration, previous, before, after_up, fail_fast)
             if fail_fast and len(self.failures) > found:
                 return self.report(checked, irreversible, rest)
             previous = name
@@ -240,17 +257,18 @@ class _RoundTrips:
         return self.report(checked, irreversible, ())
 
     async def round_trip(
-        self, name: str, previous: str | None, before: str, after_up: str, fail_fast: bool
+        self, m: Migration, previous: str | None, before: str, after_up: str, fail_fast: bool
     ) -> str:
-        """Down, then up again; return the fingerprint of the state "after up ``name``"
-        the checks go on from (rebuilt if the round trip left another one, unless the
-        checks stop at this failure)."""
+        """Down, then up again; return the fingerprint of the state "after up ``m``" the
+        checks go on from (rebuilt if the round trip left another one, unless the checks
+        stop at this failure)."""
+        name = m.name
 
         async def going_on() -> str:
             return after_up if fail_fast else await self.rebuild(name)
 
         try:
-            await self.down()
+            await self.down(m)
         except RungError as exc:
             self.fail(name, "down", exc)
             return await going_on()
@@ -258,7 +276,7 @@ class _RoundTrips:
         if after_down != before:
             await self.compare(name, "down", await self.expected(previous))
         try:
-            await self.up()
+            await self.up(m)
         except RungError as exc:
             self.fail(name, "up again", exc)
             return await going_on()
@@ -275,8 +293,9 @@ class _RoundTrips:
         if not names or names[-1] == floor:
             return
         oldest = names[names.index(floor) + 1] if floor in names else names[0]
+        await self.remember(names[-1])
         try:
-            await self.down(to=floor, steps=None)  # to None: every one
+            await self.step(Direction.DOWN, None, floor, None)  # to None: every one
         except RungError as exc:
             self.fail(getattr(exc, "name", oldest), "final downgrade", exc)
             return

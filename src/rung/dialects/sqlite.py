@@ -137,6 +137,9 @@ class SQLite:
         if os.path.basename(folder).startswith(_SCRATCH_PREFIX):
             shutil.rmtree(folder, ignore_errors=True)
 
+    def unsynced(self) -> str | None:
+        return "PRAGMA synchronous = OFF"
+
     async def copy_database(self, source: sa.URL, target: sa.URL) -> None:
         origin, path = _file(source), _file(target)
         if origin is None or path is None:
