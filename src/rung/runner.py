@@ -181,22 +181,27 @@ async def run(
             return await _Run(books, migrations, request, settings).batches(epilogue)
 
 
-Runs = Callable[[Sequence[Migration], Request], Awaitable[list[Executed]]]
+class Runs:
+    """Runs in a row under one lock, on one connection (``runs``)."""
+
+    def __init__(self, books: Books, settings: Settings) -> None:
+        self.books, self.settings = books, settings
+        self.conn = books.conn  # between runs, free for reads and writes of the caller's
+
+    async def run(self, migrations: Sequence[Migration], request: Request) -> list[Executed]:
+        """What ``run`` does under the lock, for this registry and request."""
+        executor = _Run(self.books, migrations, request, self.settings, ensured=True)
+        return await executor.batches(None)
 
 
 @asynccontextmanager
 async def runs(engine: AsyncEngine, settings: Settings) -> AsyncIterator[Runs]:
-    """Many runs in a row under one lock, on one connection: what ``run`` does under the
-    lock, for each registry and request given, without taking the lock again (verify
-    makes three runs per migration on its scratch database)."""
+    """Many runs in a row under one lock, on one connection, without taking the lock
+    again (verify makes three runs per migration on its scratch database)."""
     async with connect(engine) as conn, locked(engine, conn, settings) as books:
         async with books.writing():
             await books.history.ensure(conn)
-
-        async def one(migrations: Sequence[Migration], request: Request) -> list[Executed]:
-            return await _Run(books, migrations, request, settings, ensured=True).batches(None)
-
-        yield one
+        yield Runs(books, settings)
 
 
 def _plan(

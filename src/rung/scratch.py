@@ -67,12 +67,13 @@ async def scratch_database(
 def scratch_engine(url: sa.URL) -> AsyncEngine:
     """An engine on scratch database ``url`` whose commits do not wait for the disk."""
     engine = create_engine(url)
-    statement = dialect_named(url.get_backend_name()).unsynced()
-    if statement is not None:
+    statements = dialect_named(url.get_backend_name()).unsynced()
+    if statements:
 
         def unsynced(dbapi_connection: Any, _: object) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute(statement)
+            for statement in statements:
+                cursor.execute(statement)
             cursor.close()
 
         sa.event.listen(engine.sync_engine, "connect", unsynced)

@@ -149,26 +149,33 @@ class _RoundTrips:
     ) -> None:
         """One run of the real runner: of migration ``only``, over a history holding no
         other row (see ``forget``), or of the whole registry."""
-        run_ = await self.open()
-        await run_([only] if only else self.migrations, Request(direction, steps, to))
+        session = await self.open()
+        await session.run([only] if only else self.migrations, Request(direction, steps, to))
 
     async def forget(self) -> None:
         """Empty the scratch history, so that the next steps plan over one row (a run
         reads the whole history before each batch: with every row kept, verify's cost
         would grow with the square of the number of migrations)."""
-        async with self.work.begin() as conn:
+        conn = (await self.open()).conn
+        async with conn.begin():
             await conn.execute(sa.delete(self.history.table))
 
     async def remember(self, through: str) -> None:
         """Record every migration through ``through`` as applied, as ``forget`` did not."""
-        async with self.work.begin() as conn:
+        conn = (await self.open()).conn
+        async with conn.begin():
             await conn.execute(sa.delete(self.history.table))
             for m in self.migrations[: self.names.index(through) + 1]:
                 await self.history.insert(conn, m.name, m.checksum, state="applied")
 
     async def fingerprint(self) -> str:
-        async with self.work.connect() as conn:
+        # on the runs' own connection: on SQLite, another one would parse the whole
+        # schema again after each change, a cost that grows with the schema
+        conn = (await self.open()).conn
+        try:
             return await conn.run_sync(self.dialect.fingerprint)
+        finally:
+            await conn.rollback()
 
     async def snapshot(self, engine: AsyncEngine) -> Snapshot:
         async with engine.connect() as conn:

@@ -114,9 +114,9 @@ class Dialect(Protocol):
     async def drop_database(self, url: sa.URL) -> None:
         """Drop the database ``url`` names if it exists, with whatever ``scratch_url`` made."""
 
-    def unsynced(self) -> str | None:
-        """A statement that lets a session of a scratch database commit without waiting
-        for the disk (what a crash would lose is thrown away anyway), if there is one."""
+    def unsynced(self) -> tuple[str, ...]:
+        """Statements that let a session of a scratch database commit without waiting for
+        the disk (what a crash would lose is thrown away anyway)."""
 
     async def copy_database(self, source: sa.URL, target: sa.URL) -> None:
         """Make ``target`` a copy of ``source`` (to neither is a connection open), in place

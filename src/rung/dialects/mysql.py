@@ -162,8 +162,8 @@ class MySQL:
     async def drop_database(self, url: sa.URL) -> None:
         await _admin(url, f"DROP DATABASE IF EXISTS `{checked_database_name(url)}`")
 
-    def unsynced(self) -> str | None:
-        return None  # innodb_flush_log_at_trx_commit is the server's, not a session's
+    def unsynced(self) -> tuple[str, ...]:
+        return ()  # innodb_flush_log_at_trx_commit is the server's, not a session's
 
     async def copy_database(self, source: sa.URL, target: sa.URL) -> None:
         raise NotImplementedError("MariaDB and MySQL cannot copy a database on the server")

@@ -151,8 +151,8 @@ class PostgreSQL:
     async def drop_database(self, url: sa.URL) -> None:
         await _admin(url, f'DROP DATABASE IF EXISTS "{checked_database_name(url)}" WITH (FORCE)')
 
-    def unsynced(self) -> str | None:
-        return "SET synchronous_commit = off"
+    def unsynced(self) -> tuple[str, ...]:
+        return ("SET synchronous_commit = off",)
 
     async def copy_database(self, source: sa.URL, target: sa.URL) -> None:
         name, template = checked_database_name(target), checked_database_name(source)

@@ -8,6 +8,7 @@ timeout (how long SQLite waits for another writer) is the run's lock timeout.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rung.dialects import sqlite_schema
-from rung.dialects.base import Server, all_kept, digest, message_of
+from rung.dialects.base import Server, all_kept, message_of
 from rung.errors import DatabaseUnreachable, LockTimeout
 from rung.migration import Statement
 from rung.schema import Snapshot
@@ -137,8 +138,8 @@ class SQLite:
         if os.path.basename(folder).startswith(_SCRATCH_PREFIX):
             shutil.rmtree(folder, ignore_errors=True)
 
-    def unsynced(self) -> str | None:
-        return "PRAGMA synchronous = OFF"
+    def unsynced(self) -> tuple[str, ...]:
+        return "PRAGMA synchronous = OFF", "PRAGMA journal_mode = MEMORY"
 
     async def copy_database(self, source: sa.URL, target: sa.URL) -> None:
         origin, path = _file(source), _file(target)
@@ -154,7 +155,8 @@ class SQLite:
 
     def fingerprint(self, conn: sa.Connection) -> str:
         # SQLite keeps a schema as the text of its CREATE statements and nothing else
-        return digest(conn.exec_driver_sql(_SCHEMA_TEXT).scalar())
+        text = conn.exec_driver_sql(_SCHEMA_TEXT).scalar() or ""
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def drop_everything(self, conn: sa.Connection) -> list[str]:
         return sqlite_schema.drop_everything(conn)
