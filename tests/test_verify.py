@@ -340,3 +340,39 @@ async def test_one_run_names_every_failing_down_and_blames_no_good_one(
 
     assert [(f.name, f.step) for f in fast.failures] == [(three, "down")]
     assert fast.not_checked == tuple(migrations.names[3:]) and fast.rebuilt == ()
+
+
+async def test_non_transactional_migrations_are_verified_and_rebuilt_after(
+    backend: str, engine: AsyncEngine, migrations: MigrationPackage
+) -> None:
+    """Migrations run with ``transactional=False`` (CREATE INDEX CONCURRENTLY on
+    PostgreSQL) take the runner's other path: marked running, then recorded."""
+    concurrently = "CONCURRENTLY " if backend == "postgresql" else ""
+    on_items = " ON items" if backend == "mariadb" else ""
+
+    def index(name: str, column: str) -> str:
+        return sql(f"CREATE INDEX {concurrently}{name} ON items ({column})")
+
+    migrations.add("base", BASE_UP, BASE_DOWN)
+    good = migrations.add(
+        "index_name",
+        index("ix_name", "name"),
+        sql(f"DROP INDEX ix_name{on_items}"),
+        transactional=False,
+    )
+    forgetful = migrations.add("index_qty", index("ix_qty", "qty"), "pass", transactional=False)
+    later = migrations.add(*GOOD)
+
+    report = await verify(engine, migrations.registry())
+
+    assert report.checked == tuple(migrations.names)
+    assert [(f.name, f.step) for f in report.failures] == [
+        (forgetful, "down"),  # leaves ix_qty behind ...
+        (forgetful, "up again"),  # ... so creating it again fails
+    ]
+    assert "ix_qty" in report.failures[0].message
+    assert report.rebuilt == (forgetful,)
+    assert (
+        good not in {f.name for f in report.failures} and report.failures[1].rebuilt_after is None
+    )
+    assert later not in {f.name for f in report.failures}
