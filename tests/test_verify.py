@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from conftest import MigrationPackage, sql
 from rung import errors
 from rung.api import verify
+from rung.dialects import dialect_named
 from safety_nets import (
     assert_scratch_dropped,
     exists,
@@ -376,3 +377,45 @@ async def test_non_transactional_migrations_are_verified_and_rebuilt_after(
         good not in {f.name for f in report.failures} and report.failures[1].rebuilt_after is None
     )
     assert later not in {f.name for f in report.failures}
+
+
+async def test_fingerprints_are_equal_for_a_remade_schema_and_differ_for_another(
+    backend: str, engine: AsyncEngine
+) -> None:
+    """Verify skips the full read when two fingerprints are equal: they must be equal for
+    the same schema made again (new object ids), and differ when it is not the same. On
+    PostgreSQL the fingerprint runs exactly the reader's queries (its rows, without the
+    snapshot built from them)."""
+    dialect = dialect_named(engine.dialect.name)
+    make = (
+        "CREATE TABLE fp_a (id INTEGER PRIMARY KEY, name VARCHAR(20) DEFAULT 'x')",
+        "CREATE TABLE fp_b (id INTEGER PRIMARY KEY, a_id INTEGER REFERENCES fp_a (id))",
+        "CREATE INDEX ix_fp_b ON fp_b (a_id)",
+    )
+    drop = ("DROP TABLE fp_b", "DROP TABLE fp_a")
+
+    async def run(*statements: str) -> str:
+        async with engine.begin() as conn:
+            for statement in statements:
+                await conn.execute(sa.text(statement))
+        async with engine.connect() as conn:
+            return await conn.run_sync(dialect.fingerprint)
+
+    first = await run(*make)
+    assert await run(*drop, *make) == first
+    changed = await run("CREATE INDEX ix_fp_name ON fp_a (name)")
+    assert changed != first
+    await run(*drop)
+
+    if backend == "postgresql":
+        seen: list[str] = []
+
+        def listen_on(conn: sa.Connection) -> None:
+            sa.event.listen(conn, "before_cursor_execute", lambda *a: seen.append(a[2]))
+
+        async with engine.connect() as conn:
+            await conn.run_sync(listen_on)
+            await conn.run_sync(dialect.read_schema)
+            read, seen[:] = list(seen), []
+            await conn.run_sync(dialect.fingerprint)
+        assert sorted(seen) == sorted(read)

@@ -17,7 +17,6 @@ from rung.dialects.base import (
     Server,
     all_kept,
     checked_database_name,
-    digest,
     error_code,
     message_of,
 )
@@ -163,9 +162,7 @@ class PostgreSQL:
         return postgresql_schema.read(conn)
 
     def fingerprint(self, conn: sa.Connection) -> str:
-        # the catalog's rows carry object ids, new each time a down and an up remake an
-        # object: no digest of them is equal for equal schemas, so this one is of a read
-        return digest(postgresql_schema.read(conn))
+        return postgresql_schema.fingerprint(conn)
 
     def drop_everything(self, conn: sa.Connection) -> list[str]:
         return postgresql_schema.drop_everything(conn)
