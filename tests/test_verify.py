@@ -385,7 +385,7 @@ async def test_fingerprints_are_equal_for_a_remade_schema_and_differ_for_another
     """Verify skips the full read when two fingerprints are equal: they must be equal for
     the same schema made again (new object ids), and differ when it is not the same. On
     PostgreSQL the fingerprint runs exactly the reader's queries (its rows, without the
-    snapshot built from them)."""
+    snapshot built from them), and so on MariaDB."""
     dialect = dialect_named(engine.dialect.name)
     make = (
         "CREATE TABLE fp_a (id INTEGER PRIMARY KEY, name VARCHAR(20) DEFAULT 'x')",
@@ -407,7 +407,7 @@ async def test_fingerprints_are_equal_for_a_remade_schema_and_differ_for_another
     assert changed != first
     await run(*drop)
 
-    if backend == "postgresql":
+    if backend != "sqlite":  # (SQLite's is the text of its schema: one other query)
         seen: list[str] = []
 
         def listen_on(conn: sa.Connection) -> None:

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from rung.dialects import mysql_schema
-from rung.dialects.base import Server, checked_database_name, digest, error_number, message_of
+from rung.dialects.base import Server, checked_database_name, error_number, message_of
 from rung.migration import Statement
 from rung.schema import Snapshot
 
@@ -172,8 +172,7 @@ class MySQL:
         return mysql_schema.read(conn)
 
     def fingerprint(self, conn: sa.Connection) -> str:
-        # information_schema's queries are most of a read's cost: nothing cheaper is exact
-        return digest(mysql_schema.read(conn))
+        return mysql_schema.fingerprint(conn)
 
     def drop_everything(self, conn: sa.Connection) -> list[str]:
         return mysql_schema.drop_everything(conn)

@@ -28,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from rung.dialects import mysql_catalog as q
+from rung.dialects.base import digest
 from rung.dialects.reflection import action, drop_each, squeeze, unwrap
 from rung.errors import SchemaError
 from rung.schema import (
@@ -55,9 +56,19 @@ class _Skipped(Exception):
 
 
 def read(conn: sa.Connection) -> Snapshot:
+    return _build(conn, _fetched(conn))
+
+
+def fingerprint(conn: sa.Connection) -> str:
+    """The rows ``read`` builds its snapshot from, in the order it gets them, without
+    building it: equal rows give equal snapshots."""
+    return digest(_fetched(conn))
+
+
+def _fetched(conn: sa.Connection) -> dict[str, list[Any]]:
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            return _read(conn)
+            return _fetch(conn)
         except _Skipped as skipped:
             if attempt == ATTEMPTS:
                 raise SchemaError(
@@ -69,7 +80,7 @@ def read(conn: sa.Connection) -> Snapshot:
 
 
 def _rows(conn: sa.Connection, query: sa.TextClause) -> list[Any]:
-    rows = list(conn.execute(query))
+    rows = [tuple(row) for row in conn.execute(query)]
     here = f"Table '{conn.engine.url.database}'."  # a skip elsewhere is not this schema's
     for _, code, message in conn.exec_driver_sql("SHOW WARNINGS"):
         if int(code) == _SKIPPED_TABLE and str(message).startswith(here):
@@ -77,11 +88,33 @@ def _rows(conn: sa.Connection, query: sa.TextClause) -> list[Any]:
     return rows
 
 
-def _read(conn: sa.Connection) -> Snapshot:
+def _fetch(conn: sa.Connection) -> dict[str, list[Any]]:
+    """Every row ``read`` uses, by query."""
+    mariadb = bool(getattr(conn.dialect, "is_mariadb", False))
+    rows = {
+        "tables": _rows(conn, q.TABLES),
+        "columns": _rows(conn, q.COLUMNS),
+        "indexes": _rows(conn, q.INDEXES),
+        "foreign_keys": _rows(conn, q.FOREIGN_KEYS),
+        "actions": _rows(conn, q.ACTIONS),
+        "checks": _rows(conn, q.CHECKS_MARIADB if mariadb else q.CHECKS_MYSQL),
+        "database": [conn.exec_driver_sql("SELECT DATABASE()").scalar()],
+        "views": _rows(conn, q.VIEWS),
+        "triggers": _rows(conn, q.TRIGGERS),
+        # Routines are rows of mysql.proc: no table is opened, none can be skipped.
+        "parameters": [tuple(row) for row in conn.execute(q.PARAMETERS)],
+        "routines": [tuple(row) for row in conn.execute(q.ROUTINES)],
+    }
+    sequences = [name for name, kind, *_ in rows["tables"] if kind == "SEQUENCE"]
+    rows["sequences"] = _rows(conn, _sequences_query(conn, sequences)) if sequences else []
+    return rows
+
+
+def _build(conn: sa.Connection, rows: dict[str, list[Any]]) -> Snapshot:
     tables: dict[str, dict[str, Any]] = {}
     sequences: list[str] = []
     collations: dict[str, str] = {}
-    for name, kind, engine, collation, options, comment, default in _rows(conn, q.TABLES):
+    for name, kind, engine, collation, options, comment, default in rows["tables"]:
         if kind in ("BASE TABLE", "SYSTEM VERSIONED"):
             collations[name] = collation
             tables[name] = {
@@ -92,29 +125,28 @@ def _read(conn: sa.Connection) -> Snapshot:
         elif kind == "SEQUENCE":
             sequences.append(name)
     parts: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
-    for table, *column in _rows(conn, q.COLUMNS):
+    for table, *column in rows["columns"]:
         if table in tables:
             parts[table]["columns"].append(_column(*column, table_collation=collations[table]))
-    _indexes(_rows(conn, q.INDEXES), tables, parts)
+    _indexes(rows["indexes"], tables, parts)
     foreign: dict[tuple[str, str], list[Any]] = defaultdict(list)
-    for table, name, *rest in _rows(conn, q.FOREIGN_KEYS):
+    for table, name, *rest in rows["foreign_keys"]:
         foreign[table, name].append(rest)
-    actions = {(table, name): rules for table, name, *rules in _rows(conn, q.ACTIONS)}
-    for (table, name), rows in foreign.items():
+    actions = {(table, name): rules for table, name, *rules in rows["actions"]}
+    for (table, name), found in foreign.items():
         parts[table]["foreign_keys"].append(
-            _foreign_key(name, rows, actions.get((table, name), ["RESTRICT"] * 2))
+            _foreign_key(name, found, actions.get((table, name), ["RESTRICT"] * 2))
         )
-    mariadb = bool(getattr(conn.dialect, "is_mariadb", False))
-    for table, name, clause in _rows(conn, q.CHECKS_MARIADB if mariadb else q.CHECKS_MYSQL):
+    for table, name, clause in rows["checks"]:
         parts[table]["checks"].append(Check(unwrap(squeeze(clause)), _given(name)))
-    database = str(conn.exec_driver_sql("SELECT DATABASE()").scalar())
+    database = str(rows["database"][0])
     return Snapshot(
         dialect=conn.dialect.name,
         tables=tuple(Table(**t, **_lists(parts[name])) for name, t in tables.items()),
-        views=tuple(_view(*row, database=database) for row in _rows(conn, q.VIEWS)),
-        sequences=_sequences(conn, sequences),
-        triggers=tuple(_trigger(*row, database=database) for row in _rows(conn, q.TRIGGERS)),
-        routines=_routines(conn, database),
+        views=tuple(_view(*row, database=database) for row in rows["views"]),
+        sequences=_sequences(sequences, rows["sequences"]),
+        triggers=tuple(_trigger(*row, database=database) for row in rows["triggers"]),
+        routines=_routines(rows["parameters"], rows["routines"], database),
     )
 
 
@@ -251,16 +283,15 @@ def _trigger(
     return Trigger(table, name, text)
 
 
-def _routines(conn: sa.Connection, database: str) -> tuple[Routine, ...]:
+def _routines(
+    parameter_rows: list[Any], routine_rows: list[Any], database: str
+) -> tuple[Routine, ...]:
     parameters: dict[tuple[str, str], list[str]] = defaultdict(list)
-    # Routines are rows of mysql.proc: no table is opened, none can be skipped.
-    for kind, name, mode, parameter, type_ in conn.execute(q.PARAMETERS):
+    for kind, name, mode, parameter, type_ in parameter_rows:
         shown = f"{parameter} {_upper_outside_quotes(type_)}"
         parameters[kind, name].append(f"{mode} {shown}" if kind == "PROCEDURE" else shown)
     found = []
-    for kind, name, returns, deterministic, access, security, comment, body in conn.execute(
-        q.ROUTINES
-    ):
+    for kind, name, returns, deterministic, access, security, comment, body in routine_rows:
         parts = [
             f"({', '.join(parameters[kind, name])})",
             f"RETURNS {_upper_outside_quotes(returns)}" if returns else "",
@@ -274,16 +305,20 @@ def _routines(conn: sa.Connection, database: str) -> tuple[Routine, ...]:
     return tuple(found)
 
 
-def _sequences(conn: sa.Connection, names: list[str]) -> tuple[SequenceDef, ...]:
-    """Every sequence's definition, in one statement; none when there are none."""
-    if not names:
-        return ()
+def _sequences_query(conn: sa.Connection, names: list[str]) -> sa.TextClause:
+    """Every sequence's definition, in one statement."""
     quote = conn.dialect.identifier_preparer.quote
-    union = " UNION ALL ".join(
-        q.SEQUENCE.format(name=i, table=quote(n).replace(":", "\\:")) for i, n in enumerate(names)
+    return sa.text(
+        " UNION ALL ".join(
+            q.SEQUENCE.format(name=i, table=quote(n).replace(":", "\\:"))
+            for i, n in enumerate(names)
+        )
     )
+
+
+def _sequences(names: list[str], rows: list[Any]) -> tuple[SequenceDef, ...]:
     found = []
-    for i, start, increment, minimum, maximum, cache, cycle in _rows(conn, sa.text(union)):
+    for i, start, increment, minimum, maximum, cache, cycle in rows:
         found.append(
             SequenceDef(
                 names[int(i)],

@@ -107,10 +107,10 @@ def read(conn: sa.Connection) -> Snapshot:
 
 
 def fingerprint(conn: sa.Connection) -> str:
-    """The rows ``read`` builds its snapshot from, without building it: each query's rows
-    sorted (a snapshot is sorted too), the object ids in them, which ``read`` uses only to
-    join rows and which are new each time an object is remade, replaced by the unique
-    names they stand for. Equal rows give equal snapshots."""
+    """The rows ``read`` builds its snapshot from, in the order it gets them, without
+    building it; the object ids in them, which ``read`` uses only to join rows and which
+    are new each time an object is remade, are replaced by the unique names they stand
+    for. Equal rows give equal snapshots."""
 
     def rows(query: str) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in conn.exec_driver_sql(query)]
@@ -135,7 +135,7 @@ def fingerprint(conn: sa.Connection) -> str:
         ),
         *(rows(query) for query in (q.SCHEMAS, q.ROUTINES, q.SEQUENCES, q.EXTENSIONS)),
     ]
-    return digest([sorted(map(repr, part)) for part in found])
+    return digest(found)
 
 
 def drop_everything(conn: sa.Connection) -> list[str]:
