@@ -164,7 +164,7 @@ def lint_folder(migrations: Sequence[Migration], folder: Path) -> list[str]:
     problems: list[str] = []
     files = {p.stem for p in folder.glob("m*.py") if NAME_PATTERN.fullmatch(p.stem)}
     names = [m.name for m in migrations]
-    for stem in sorted(files - set(names)):
+    for stem in unregistered(migrations, folder):
         problems.append(
             f"file {stem}.py is not registered; add it to migrations() in lib.py or delete it"
         )

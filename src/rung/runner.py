@@ -241,7 +241,7 @@ class _Run:
         self.migrations, self.request, self.settings = migrations, request, settings
         self.done: list[Executed] = []
         self._side: AsyncConnection | None = None  # journals non-atomic migrations as they go
-        self.ensured = ensured  # rung's tables made by an earlier run under this lock
+        self._ensured = ensured  # rung's tables made by an earlier run under this lock
 
     async def batches(self, epilogue: Epilogue | None) -> list[Executed]:
         """Run every batch, then the epilogue if the schema changed; return what ran."""
@@ -299,9 +299,9 @@ class _Run:
         conn, history = self.conn, self.history
         try:
             async with self.books.writing():
-                if not self.ensured:  # once a run: the run holds the lock
+                if not self._ensured:  # once a run: the run holds the lock
                     await history.ensure(conn)
-                    self.ensured = True
+                    self._ensured = True
                 records = await history.read(conn, journals=False)
                 request = dataclasses.replace(self.request, steps=remaining)
                 planned = _plan(self.migrations, records, request, self.dialect, self.settings)

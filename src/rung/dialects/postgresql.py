@@ -13,13 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from rung.dialects import postgresql_schema
-from rung.dialects.base import (
-    Server,
-    all_kept,
-    checked_database_name,
-    error_code,
-    message_of,
-)
+from rung.dialects.base import Server, all_kept, checked_database_name, error_code, message_of
 from rung.migration import Statement
 from rung.schema import Snapshot
 

@@ -191,7 +191,6 @@ SEQUENCES = (
 
 EXTENSIONS = "SELECT extname FROM pg_extension"
 
-
 # ("char" columns are cast to text: asyncpg returns that type as bytes.)
 
 # What ``rung fresh`` drops, in this order: the other schemas (with all they hold), then the

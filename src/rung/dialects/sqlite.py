@@ -139,7 +139,7 @@ class SQLite:
             shutil.rmtree(folder, ignore_errors=True)
 
     def unsynced(self) -> tuple[str, ...]:
-        return "PRAGMA synchronous = OFF", "PRAGMA journal_mode = MEMORY"
+        return ("PRAGMA synchronous = OFF",)
 
     async def copy_database(self, source: sa.URL, target: sa.URL) -> None:
         origin, path = _file(source), _file(target)
