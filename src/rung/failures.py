@@ -45,6 +45,7 @@ def failure(
     done: Sequence[object],
     rolled_back: Sequence[str] | None = None,
     kept: Sequence[Statement] = (),
+    in_flight: Statement | None = None,
     half_made: Sequence[str] = (),
 ) -> MigrationFailed:
     """The error for ``failed``: rolled back with its batch (``rolled_back`` not None: the
@@ -76,7 +77,7 @@ def failure(
             f"drop it by hand (DROP INDEX CONCURRENTLY {half_made[0]}), then "
             f"'rung repair {name} --not-applied' and run again"
         )
-    elif not kept:
+    elif not kept and not in_flight:
         before = "pending" if direction == "up" else "applied"
         outcome = f"the database kept none of its statements, so it stays {before}"
         hint = fix
@@ -85,7 +86,14 @@ def failure(
         outcome = (
             f"the database kept {len(kept)} statement(s) it had run before the failure: "
             f"{statements}"
+            if kept
+            else "the database kept none of the statements it had completed"
         )
+        if in_flight is not None:
+            outcome += (
+                f"; it was sending {clip(in_flight.sql, SHOWN_SQL)} when the connection was "
+                "lost, and that one may or may not have gone through: look whether it did"
+            )
         hint = (
             f"undo or finish those by hand, then 'rung repair {name} --applied' or '--not-applied'"
         )

@@ -33,6 +33,7 @@ MAX_SQL_CHARS = 20_000  # per journaled statement; a bulk INSERT is kept in part
 SNAPSHOT_KEY = "snapshot"
 STALE_KEY = "snapshot_stale"  # why there is no snapshot: a repair changed what is applied
 LOCK_ROW = "lock"
+NOTHING_SENT = "[]"  # a running mark's journal before its migration sends a statement
 
 
 class History:
@@ -199,8 +200,9 @@ class History:
         direction: str = "up",
         duration_ms: float = 0.0,
         statements: Sequence[Statement] = (),
+        sent: str | None = None,
     ) -> None:
-        """A row for ``name``, which has none."""
+        """A row for ``name``, which has none (``sent``: its journal, as text)."""
         row = {
             "name": name,
             "checksum": checksum,
@@ -209,26 +211,51 @@ class History:
             "applied_at": now(),
             "duration_ms": round(duration_ms, 3),
             "error": None,
-            "journal": journal_text(statements),
+            "journal": sent if sent is not None else journal_text(statements),
         }
         await conn.execute(self._insert, row)
 
-    async def update(self, conn: AsyncConnection, name: str, **values: object) -> None:
-        """Change ``name``'s row in one statement (``statements`` becomes its journal)."""
+    async def update(self, conn: AsyncConnection, name: str, **values: object) -> bool:
+        """Change ``name``'s row in one statement (``statements`` becomes its journal, with
+        ``in_flight`` last); False when there is no such row."""
         if "statements" in values:
-            values["journal"] = journal_text(values.pop("statements"))  # type: ignore[arg-type]
+            in_flight = values.pop("in_flight", None)
+            values["journal"] = journal_text(values.pop("statements"), in_flight)  # type: ignore[arg-type]
         if values.get("state") == "applied" and "applied_at" not in values:
             values["applied_at"] = now()
         if "duration_ms" in values:
             values["duration_ms"] = round(float(values["duration_ms"]), 3)  # type: ignore[arg-type]
-        await conn.execute(self.table.update().where(self._row).values(**values), {"row": name})
+        query = self.table.update().where(self._row).values(**values)
+        return bool((await conn.execute(query, {"row": name})).rowcount)
+
+    async def mark(
+        self, conn: AsyncConnection, name: str, checksum: str, direction: str, *, exists: bool
+    ) -> None:
+        """Mark ``name`` running in ``direction``, its journal saying nothing was sent yet
+        (a down's mark replaces the journal of the up)."""
+        if exists:
+            await self.update(
+                conn,
+                name,
+                checksum=checksum,
+                state="running",
+                direction=direction,
+                journal=NOTHING_SENT,
+            )
+        else:
+            await self.insert(
+                conn, name, checksum, state="running", direction=direction, sent=NOTHING_SENT
+            )
 
     async def remove(self, conn: AsyncConnection, name: str) -> None:
         await conn.execute(self._delete, {"row": name})
 
-    def journal_update(self, name: str, statements: Sequence[Statement]) -> sa.Update:
-        """The statement that replaces the journal of ``name``'s row."""
-        journal = journal_text(statements)
+    def journal_update(
+        self, name: str, statements: Sequence[Statement], in_flight: Statement
+    ) -> sa.Update:
+        """The statement that replaces the journal of ``name``'s row: ``statements`` kept,
+        and ``in_flight`` about to be sent."""
+        journal = journal_text(statements, in_flight)
         return self.table.update().where(self.table.c.name == name).values(journal=journal)
 
     # -- the schema snapshot, for drift ------------------------------------------------------
@@ -289,23 +316,26 @@ def now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def journal_text(statements: Sequence[Statement]) -> str | None:
-    if not statements:
-        return None
-    return json.dumps(
-        [
-            {"sql": s.sql[:MAX_SQL_CHARS], "params": s.params, "ms": s.duration_ms}
-            for s in statements
-        ]
-    )
+def journal_text(statements: Sequence[Statement], in_flight: Statement | None = None) -> str | None:
+    """The journal column: the statements kept, then the one in flight, marked as such."""
+    items: list[dict[str, object]] = [
+        {"sql": s.sql[:MAX_SQL_CHARS], "params": s.params, "ms": s.duration_ms} for s in statements
+    ]
+    if in_flight is not None:
+        items.append({"sql": in_flight.sql[:MAX_SQL_CHARS], "params": in_flight.params})
+        items[-1]["in_flight"] = True
+    return json.dumps(items) if items else None
 
 
 def _record(row: sa.Row[tuple[object, ...]]) -> Record:
     m = row._mapping
-    statements = tuple(
-        Statement(item["sql"], item.get("params"), item["ms"])
-        for item in json.loads(m["journal"] or "[]")
-    )
+    journal = m["journal"]
+    items = json.loads(journal or "[]")
+    in_flight = None
+    if items and items[-1].get("in_flight"):
+        last = items.pop()
+        in_flight = Statement(last["sql"], last.get("params"), 0.0)
+    statements = tuple(Statement(item["sql"], item.get("params"), item["ms"]) for item in items)
     applied_at = m["applied_at"]
     if isinstance(applied_at, datetime) and applied_at.tzinfo is None:
         applied_at = applied_at.replace(tzinfo=timezone.utc)
@@ -318,6 +348,8 @@ def _record(row: sa.Row[tuple[object, ...]]) -> Record:
         direction=m["direction"],
         error=m["error"],
         statements=statements,
+        in_flight=in_flight,
+        untouched=m["state"] == "running" and journal == NOTHING_SENT,
     )
 
 

@@ -20,6 +20,9 @@ from rung.migration import Statement
 
 MAX_PARAMS_CHARS = 2_000
 
+# Told the statements completed so far and the one about to be sent.
+Before = Callable[[list[Statement], Statement], None]
+
 
 class Journal:
     """Records the statements executed on one connection: attached once per connection
@@ -45,30 +48,34 @@ class Journal:
         self.statements: list[Statement] = []
         self.pending: str | None = None  # the statement being executed, until it completes
         self._started = 0.0
-        self._on_statement: Callable[[list[Statement]], None] | None = None
+        self._before_each: Before | None = None
         self._active = False
 
     @contextmanager
-    def recording(
-        self, on_statement: Callable[[list[Statement]], None] | None = None
-    ) -> Iterator[Journal]:
-        """Record from now on, afresh. ``on_statement`` is told what has completed when the
-        next statement starts: a running migration's record is then exact while that
-        statement runs, and a migration's last statement costs no update (its final record
-        holds everything)."""
-        self.statements, self.pending, self._on_statement = [], None, on_statement
+    def recording(self, before_each: Before | None = None) -> Iterator[Journal]:
+        """Record from now on, afresh. ``before_each(completed, upcoming)`` is called before
+        each statement is sent, with the statements completed so far and the one about to
+        run (its SQL and parameters as the journal keeps them); what it executes on the
+        connection is not recorded."""
+        self.statements, self.pending, self._before_each = [], None, before_each
         self._active = True
         try:
             yield self
         finally:
             self._active = False
 
-    def _before(self, conn: Any, cursor: Any, sql: str, *rest: Any) -> None:
-        if self._active:
-            if self._on_statement is not None and self.statements:
-                self._on_statement(self.statements)
-            self.pending = sql
-            self._started = time.perf_counter()
+    def _before(self, conn: Any, cursor: Any, sql: str, params: Any, *rest: Any) -> None:
+        if not self._active:
+            return
+        if self._before_each is not None:
+            upcoming = Statement(as_kept(sql), as_json(params) if params else None, 0.0)
+            self._active = False
+            try:
+                self._before_each(self.statements, upcoming)
+            finally:
+                self._active = True
+        self.pending = sql
+        self._started = time.perf_counter()
 
     def _after(self, conn: Any, cursor: Any, sql: str, params: Any, *rest: Any) -> None:
         if not self._active:

@@ -248,12 +248,21 @@ class Lease:
         """In the caller's transaction, before it commits: renew the lease, and raise
         ``LockLost`` (so the transaction rolls back) unless it is still this run's."""
         if (await conn.execute(self._renew)).rowcount != 1:
-            raise LockLost(
-                f"rung's lock was taken over while this run held it: its lease of "
-                f"{self.lease:g} s ran out without renewal (the process stalled, or lost its "
-                "connection), so this run stops here and records nothing more; 'rung status' "
-                "shows the state"
-            )
+            raise self._lost()
+
+    def fence_sync(self, conn: sa.Connection) -> None:
+        """``fence`` from inside a statement's event: before a MySQL DDL statement commits
+        the open transaction."""
+        if conn.execute(self._renew).rowcount != 1:
+            raise self._lost()
+
+    def _lost(self) -> LockLost:
+        return LockLost(
+            f"rung's lock was taken over while this run held it: its lease of "
+            f"{self.lease:g} s ran out without renewal (the process stalled, or lost its "
+            "connection), so this run stops here and records nothing more; 'rung status' "
+            "shows the state"
+        )
 
     async def _acquire(self, conn: AsyncConnection) -> bool:
         """True once the lock is this run's; False when ``needed`` says it no longer is."""

@@ -206,6 +206,7 @@ def state_json(s: MigrationState, *, statements: bool = False) -> dict[str, Any]
     }
     if statements:
         data["statements"] = [statement_json(x) for x in s.statements]
+        data["in_flight"] = s.in_flight.sql if s.in_flight else None
     return data
 
 
@@ -336,6 +337,9 @@ def show(out: Output, s: MigrationState) -> None:
         out.result(indent(f"{number}. {statement.sql}"))
         params = f"params: {statement.params}, " if statement.params else ""
         out.result(indent(f"   ({params}{duration(statement.duration_ms)})"))
+    if s.in_flight is not None:
+        out.result("  in flight   (sent when the run stopped: it may or may not have gone through)")
+        out.result(indent(f"   {s.in_flight.sql}"))
 
 
 def verify(out: Output, report: VerifyReport) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from rung.errors import (
@@ -63,7 +63,9 @@ class Record:
     duration_ms: float | None = None
     direction: str = "up"  # of the run that failed or was interrupted
     error: str | None = None
-    statements: tuple[Statement, ...] = ()
+    statements: tuple[Statement, ...] = ()  # those the database kept
+    in_flight: Statement | None = None  # sent when the run stopped: kept or not, unknown
+    untouched: bool = False  # running, and known to have sent nothing to the database
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class MigrationState:
     recorded_checksum: str | None = None
     error: str | None = None
     statements: tuple[Statement, ...] = ()
+    in_flight: Statement | None = None
 
 
 @dataclass(frozen=True)
@@ -123,9 +126,11 @@ def plan(
     ``locked=False`` plans before the lock is taken: a migration marked running may be in
     progress in another process right now, so it counts as not applied (the run then takes
     the lock, and plans again: a mark still there under the lock is an interrupted run).
+    A mark whose migration sent nothing is no mark: the migration is as it was before.
     """
     if not locked:
         history = [r for r in history if r.state != "running"]
+    history = [_settled(r) for r in history if not (r.untouched and r.direction == "up")]
     if request.steps is not None and request.steps < 1:
         raise UsageError(f"steps must be a positive number, not {request.steps}; use -n 1 or more")
     index = {m.name: i for i, m in enumerate(migrations)}
@@ -193,17 +198,32 @@ def unknown_entries(
     return [n for n in unknown if n <= newest], [n for n in unknown if n > newest]
 
 
+def _settled(record: Record) -> Record:
+    """A down interrupted before it sent anything leaves its migration applied."""
+    if not record.untouched:
+        return record
+    return replace(record, state="applied", direction="up", untouched=False)
+
+
 def _needs_repair(record: Record) -> str:
     failed = record.state == "failed"
     how = "failed part-way" if failed else "was interrupted part-way"
+    kept = ""
     if record.statements:
         shown = "; ".join(clip(s.sql, SHOWN_SQL) for s in record.statements[:3])
         more = f" and {len(record.statements) - 3} more" if len(record.statements) > 3 else ""
-        # A killed run cannot tell whether the statement it was running went through.
-        after = "" if failed else ", and perhaps the statement after those"
-        kept = f"; the database kept: {shown}{more}{after}"
-    else:
-        kept = "; the database may hold part of it"
+        kept = f"; the database kept: {shown}{more}"
+    elif record.in_flight is not None:
+        kept = "; the database kept none of its statements before the last"
+    if record.in_flight is not None:
+        kept += (
+            f"; it had sent {clip(record.in_flight.sql, SHOWN_SQL)} when it stopped, which may "
+            "or may not have gone through: look whether it did"
+        )
+    elif not record.statements and not failed:
+        kept = "; the database may hold part of it"  # recorded by a rung before 0.3
+    elif not failed:
+        kept += ", and perhaps the statement after those"  # recorded by a rung before 0.3
     return (
         f"migration {record.name} {how} ({record.direction}){kept}; inspect the schema "
         f"('rung show {record.name}'), undo or finish it, then run "
@@ -343,7 +363,15 @@ def outstanding(found: Sequence[MigrationState]) -> list[MigrationState]:
 
 def _from_record(r: Record, state: State, checksum: str | None) -> MigrationState:
     return MigrationState(
-        r.name, state, r.applied_at, r.duration_ms, checksum, r.checksum, r.error, r.statements
+        r.name,
+        state,
+        r.applied_at,
+        r.duration_ms,
+        checksum,
+        r.checksum,
+        r.error,
+        r.statements,
+        r.in_flight,
     )
 
 

@@ -13,7 +13,6 @@ the lock after a run that changed the schema.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -29,7 +28,7 @@ from rung.dialects.base import Dialect
 from rung.errors import ConnectionLost, HistoryError, MigrationFailed, NotWritable
 from rung.failures import Failed, failure, in_flight_kept, is_lost, one_line
 from rung.history import DEFAULT_TABLE, History
-from rung.journal import Journal
+from rung.journal import Before, Journal
 from rung.lock import ATTEMPTS, DEFAULT_LEASE, Lease
 from rung.migration import Migration, Statement
 from rung.plan import Batch, Direction, Plan, Record, Request, plan
@@ -164,7 +163,7 @@ async def run(
         first = _plan(migrations, records, request, dialect, settings, locked=False)
         for warning in first.warnings:
             logger.warning(warning)
-        if not first.batches:
+        if not _needed(first, records):
             return []
 
         async def needed() -> bool:
@@ -173,12 +172,19 @@ async def run(
             records = await history.read(conn, journals=False)
             await conn.rollback()
             planned = _plan(migrations, records, request, dialect, settings, locked=False)
-            return bool(planned.batches)
+            return _needed(planned, records)
 
         async with locked(engine, conn, settings, needed) as books:
             if not books.lease.held:
                 return []
             return await _Run(books, migrations, request, settings).batches(epilogue)
+
+
+def _needed(planned: Plan, records: Sequence[Record]) -> bool:
+    """Whether a run must take the lock: work is planned, or a migration is marked running
+    (planned without the lock, it counts as not applied; under the lock, it is an
+    interrupted run that must be named, or cleared when it sent nothing)."""
+    return bool(planned.batches) or any(r.state == "running" for r in records)
 
 
 class Runs:
@@ -240,7 +246,8 @@ class _Run:
         self.dialect = books.history.dialect
         self.migrations, self.request, self.settings = migrations, request, settings
         self.done: list[Executed] = []
-        self._side: AsyncConnection | None = None  # journals non-atomic migrations as they go
+        self._queue: list[Batch] | None = None  # the batches still to run, once planned
+        self._rows: set[str] = set()  # the migrations with a row in the history
         self._ensured = ensured  # rung's tables made by an earlier run under this lock
 
     async def batches(self, epilogue: Epilogue | None) -> list[Executed]:
@@ -259,12 +266,6 @@ class _Run:
                 except Exception as late:  # never hide the error that came first
                     logger.warning("after the failure: %s", one_line(late))
             raise
-        finally:
-            if self._side is not None:
-                try:
-                    await self._side.close()
-                except Exception as exc:  # a dead connection's close hides nothing
-                    logger.debug("closing the journal's connection failed (%s)", one_line(exc))
         if epilogue and self.done:
             await self._retrying(self._epilogue, epilogue)
         return self.done
@@ -290,33 +291,26 @@ class _Run:
         raise AssertionError("unreachable")
 
     async def _next_batch(self) -> bool:
-        """Plan and run the next batch; False when there is none left."""
-        steps = self.request.steps
-        if steps is not None and len(self.done) >= steps:
-            return False
-        remaining = None if steps is None else steps - len(self.done)
+        """Run the next batch; False when there is none left. The history is read and the
+        plan made once, in the first batch's transaction: under the lock no one else
+        writes it, and every commit of this run checks that the lock is still its own."""
+        if self._queue is not None and self._queue and not self._queue[0].atomic:
+            self.done.append(await self._alone(self._queue.pop(0)))
+            return True
         committed = len(self.done)  # a failure rolls back this batch's migrations, not those
-        conn, history = self.conn, self.history
+        planning = self._queue is None
         try:
             async with self.books.writing():
-                if not self._ensured:  # once a run: the run holds the lock
-                    await history.ensure(conn)
-                    self._ensured = True
-                records = await history.read(conn, journals=False)
-                request = dataclasses.replace(self.request, steps=remaining)
-                planned = _plan(self.migrations, records, request, self.dialect, self.settings)
-                if not planned.batches:
+                if self._queue is None:
+                    await self._first_plan()
+                assert self._queue is not None
+                if not self._queue:
                     return False
-                batch = planned.batches[0]
-                if batch.atomic:
+                atomic = self._queue[0].atomic
+                if atomic:
+                    batch = self._queue[0]
                     for m in batch.migrations:
-                        self.done.append(await self._execute(m, batch.direction, exists=False))
-                    return True
-                # Not atomic: leave a mark first, so that an interrupted run is never
-                # mistaken for one that did not start.
-                m = batch.migrations[0]
-                exists = any(r.name == m.name for r in records)
-                await self._mark(m, batch.direction, exists=exists)
+                        self.done.append(await self._execute(m, batch.direction))
         except Failed as failed:
             rolled_back = [e.name for e in self.done[committed:]]
             del self.done[committed:]
@@ -325,75 +319,111 @@ class _Run:
             )
         except BaseException:
             del self.done[committed:]  # what ran in a transaction that did not commit
+            if planning:
+                self._queue = None  # its writes are gone: plan again if tried again
             raise
-        self.done.append(await self._alone(batch))
+        if not atomic:
+            self.done.append(await self._alone(self._queue[0]))
+        self._queue.pop(0)
         return True
 
-    async def _mark(self, m: Migration, direction: Direction, *, exists: bool) -> None:
-        if exists:
-            await self.history.update(
-                self.conn, m.name, checksum=m.checksum, state="running", direction=direction.value
-            )
+    async def _first_plan(self) -> None:
+        """In the first transaction: rung's tables, the history, marks cleared where a run
+        stopped before sending anything, and the plan."""
+        conn, history = self.conn, self.history
+        if not self._ensured:
+            await history.ensure(conn)
+            self._ensured = True
+        records = await history.read(conn, journals=False)
+        for r in records:
+            if r.untouched:
+                await self._clear_untouched(r)
+        planned = _plan(self.migrations, records, self.request, self.dialect, self.settings)
+        self._queue = list(planned.batches)
+        self._rows = {r.name for r in records if not (r.untouched and r.direction == "up")}
+
+    async def _clear_untouched(self, record: Record) -> None:
+        """A mark left by a run stopped before its migration sent any statement: the
+        database holds nothing of that attempt, so the migration is as it was before."""
+        before = "pending" if record.direction == "up" else "applied"
+        logger.warning(
+            "migration %s was interrupted (%s) before it sent any statement; the database "
+            "holds nothing of that attempt, so it stays %s",
+            record.name,
+            record.direction,
+            before,
+        )
+        if record.direction == "up":
+            await self.history.remove(self.conn, record.name)
         else:
-            await self.history.insert(
-                self.conn, m.name, m.checksum, state="running", direction=direction.value
+            await self.history.update(
+                self.conn, record.name, state="applied", direction="up", statements=()
             )
 
     async def _alone(self, batch: Batch) -> Executed:
-        """A migration the database cannot roll back: in its own transaction, or in none.
-        Its running mark becomes its record in one statement, whatever happens."""
+        """A migration the database cannot roll back. Before each statement that makes
+        anything durable, its record says what the database kept and which statement is
+        in flight, so that a run killed at any instant leaves a record that is exact but
+        for that one statement: on MySQL, written in the open transaction just before a
+        DDL statement commits it; outside a transaction, before every statement."""
         conn, dialect, history = self.conn, self.dialect, self.history
         migration, direction = batch.migrations[0], batch.direction
-        side = await self._side_connection()
-        progress = [0]
+        exists = migration.name in self._rows
+        sync = conn.sync_connection
+        assert sync is not None
+        lease = self.books.lease
 
-        def journal_kept(statements: list[Statement]) -> None:
-            """Keep the running mark's journal up to date with what the database has kept,
-            on the side connection, so that even a killed process leaves a precise record."""
-            kept = dialect.kept_after_failure(statements, batch.in_transaction)
-            if len(kept) > progress[0]:
-                progress[0] = len(kept)
-                side.execute(history.journal_update(migration.name, kept))
+        def before_each(completed: list[Statement], upcoming: Statement) -> None:
+            if batch.in_transaction:
+                if not dialect.commits_implicitly(upcoming.sql):
+                    return
+                lease.fence_sync(sync)  # what this statement commits is fenced too
+            sync.execute(history.journal_update(migration.name, completed, upcoming))
 
         before = frozenset() if batch.in_transaction else await dialect.half_made(conn)
         try:
-            if batch.in_transaction:
+            if batch.in_transaction:  # the mark commits with the first DDL statement
                 async with self.books.writing():
-                    done = await self._execute(migration, direction, journal_kept, exists=True)
-                return done
-            async with _autocommit(conn):
-                done = await self._execute(migration, direction, journal_kept, record=False)
-            await self._retrying(self._record_alone, migration, direction, done)
-            return done
+                    await history.mark(
+                        conn, migration.name, migration.checksum, direction.value, exists=exists
+                    )
+                    done = await self._execute(migration, direction, before_each, exists=True)
+            else:
+                await self._retrying(self._mark, migration, direction, exists)
+                async with _autocommit(conn):
+                    done = await self._execute(migration, direction, before_each, record=False)
+                await self._retrying(self._record_alone, migration, direction, done)
         except Failed as failed:
             kept = dialect.kept_after_failure(
                 failed.statements, batch.in_transaction, failed.failing
             )
+            in_flight = None
             if in_flight_kept(dialect, failed, batch.in_transaction):
-                note = "-- in flight when the connection was lost: it may have gone through"
-                kept = [*kept, Statement(f"{failed.failing}\n{note}", None, 0.0)]
+                in_flight = Statement(failed.failing or "?", None, 0.0)
             left = await self._clear_half_made(failed, before) if not batch.in_transaction else []
             if left:
                 kept = [*kept, Statement(failed.failing or "?", None, 0.0)]
             try:
-                await self._retrying(self._record_failure, failed, kept)
+                await self._retrying(self._record_failure, failed, kept, in_flight)
             except Exception as exc:
                 logger.error(
                     "could not record the failure of %s (%s); it stays marked as running",
                     migration.name,
                     one_line(exc),
                 )
-            raise failure(failed, dialect, done=self.done, kept=kept, half_made=left) from (
-                failed.cause
-            )
+            raise failure(
+                failed, dialect, done=self.done, kept=kept, in_flight=in_flight, half_made=left
+            ) from failed.cause
+        if direction is Direction.UP:
+            self._rows.add(migration.name)
+        else:
+            self._rows.discard(migration.name)
+        return done
 
-    async def _side_connection(self) -> sa.Connection:
-        if self._side is None:
-            self._side = await self.conn.engine.connect()
-            await self._side.execution_options(isolation_level="AUTOCOMMIT")
-        side = self._side.sync_connection
-        assert side is not None
-        return side
+    async def _mark(self, m: Migration, direction: Direction, exists: bool) -> bool:
+        async with self.books.writing():
+            await self.history.mark(self.conn, m.name, m.checksum, direction.value, exists=exists)
+        return True
 
     async def _clear_half_made(self, failed: Failed, before: frozenset[str]) -> list[str]:
         """After a failed statement outside a transaction: drop what it left half-made when
@@ -421,7 +451,7 @@ class _Run:
         self,
         migration: Migration,
         direction: Direction,
-        on_statement: Callable[[list[Statement]], None] | None = None,
+        before_each: Before | None = None,
         *,
         exists: bool = False,
         record: bool = True,
@@ -435,7 +465,7 @@ class _Run:
         fn = migration.up if direction is Direction.UP else migration.down
         assert fn is not None  # the planner refuses irreversible downgrades
         started = time.perf_counter()
-        with Journal.of(conn).recording(on_statement) as journal:
+        with Journal.of(conn).recording(before_each) as journal:
             try:
                 await fn(conn)
             except Exception as exc:
@@ -492,10 +522,12 @@ class _Run:
                 statements=done.statements,
             )
 
-    async def _record_failure(self, failed: Failed, kept: Sequence[Statement]) -> bool:
-        """Replace the running mark in one statement: failed with what the database kept,
-        or, when it kept nothing, the state from before the attempt. A lost connection
-        gets a fresh one."""
+    async def _record_failure(
+        self, failed: Failed, kept: Sequence[Statement], in_flight: Statement | None
+    ) -> bool:
+        """Replace the running mark in one statement: failed with what the database kept
+        (and the statement in flight when the connection was lost), or, when it kept
+        nothing, the state from before the attempt. A lost connection gets a fresh one."""
         conn = self.conn
         if conn.in_transaction() and not conn.invalidated:
             await conn.rollback()
@@ -504,20 +536,25 @@ class _Run:
         m, history = failed.migration, self.history
         try:
             async with self.books.writing(target):
-                if kept:
-                    await history.update(
-                        target,
-                        m.name,
-                        state="failed",
-                        direction=failed.direction.value,
-                        duration_ms=failed.duration_ms,
-                        error=one_line(failed.cause),
-                        statements=kept,
-                    )
+                if kept or in_flight:
+                    values = {
+                        "state": "failed",
+                        "direction": failed.direction.value,
+                        "duration_ms": failed.duration_ms,
+                        "error": one_line(failed.cause),
+                        "statements": kept,
+                        "in_flight": in_flight,
+                    }
+                    if not await history.update(target, m.name, **values):
+                        # the mark went with the rolled-back transaction
+                        await history.insert(target, m.name, m.checksum, state="running")
+                        await history.update(target, m.name, **values)
                 elif failed.direction is Direction.UP:
                     await history.remove(target, m.name)
                 else:
-                    await history.update(target, m.name, state="applied", direction="up")
+                    await history.update(
+                        target, m.name, state="applied", direction="up", statements=()
+                    )
         finally:
             if fresh is not None:
                 await fresh.close()

@@ -113,13 +113,16 @@ async def test_sigkill_mid_migration(
     assert {"a", "b"} <= await table_names(engine)
     states = {s.name: s.state for s in await rung.status(engine, reg)}
     assert states == {names[0]: State.APPLIED, names[1]: State.RUNNING, names[2]: State.PENDING}
-    # The journal kept on the side says precisely what was committed: the CREATE TABLE, not
-    # the INSERT after it (rolled back with the killed transaction).
+    # The record, written just before the CREATE TABLE committed the transaction, names it
+    # as the statement in flight; the INSERT after it was rolled back with the killed
+    # transaction, and is not named.
     running = next(s for s in await rung.status(engine, reg) if s.name == names[1])
-    assert [s.sql for s in running.statements] == ["CREATE TABLE b (id INTEGER)"]
+    assert running.statements == ()
+    assert running.in_flight is not None
+    assert running.in_flight.sql == "CREATE TABLE b (id INTEGER)"
     with pytest.raises(errors.NeedsRepair, match=f"{names[1]} was interrupted part-way") as caught:
         await rung.upgrade(engine, reg, lock_timeout=10)
-    assert "the database kept: CREATE TABLE b (id INTEGER), and perhaps the statement after" in (
+    assert "it had sent CREATE TABLE b (id INTEGER) when it stopped, which may or may not" in (
         str(caught.value)
     )
     # The person undoes what was kept and tells rung; the next run completes.

@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 from harness import assert_error, connection, race
 
-from cli_support import RUNG, Project, Result, clean_environment
+from cli_support import RUNG, Project, Result, clean_environment, execute
 from servers.galera import Galera
 
 pytestmark = pytest.mark.xdist_group("galera")  # one worker, one cluster per run
@@ -48,8 +48,8 @@ async def causal_rows(url: str, query: str) -> list[tuple[Any, ...]]:
 
 def counted_project(tmp_path: Path, count: int, sleeper: Path | None = None) -> Project:
     """Migration i creates table t_i and logs 'm_i' in applied_log (as in test_races). With
-    ``sleeper``, migration 2 first creates that file and sleeps in ``SELECT SLEEP`` if the
-    file was not there yet: only the first run to reach it sleeps."""
+    ``sleeper``, migration 2 creates that file after its CREATE TABLE and sleeps in ``SELECT
+    SLEEP`` if the file was not there yet: only the first run to reach it sleeps."""
     project = Project.create(tmp_path, "")  # the racers name their node's URL themselves
     project.add(
         "create_log",
@@ -66,7 +66,7 @@ def counted_project(tmp_path: Path, count: int, sleeper: Path | None = None) -> 
             f"await conn.execute(text(\"INSERT INTO applied_log (name) VALUES ('m_{i}')\"))",
         ]
         if i == 2 and sleeper is not None:
-            steps[:0] = [
+            steps[1:1] = [
                 "import pathlib",
                 f"flag = pathlib.Path({str(sleeper)!r})",
                 "if not flag.exists():",
@@ -243,7 +243,9 @@ def test_holder_killed_mid_migration_frees_the_lock_within_its_lease(
             history = asyncio.run(causal_rows(url, "SELECT name, state FROM rung_migrations"))
             assert sorted(history) == [(first, "applied"), (sleeper, "running")]
 
-        # The sleeper kept nothing: the person says so, and the next run completes.
+        # The sleeper's record names its CREATE TABLE as sent when it stopped: the person
+        # finds it went through, undoes it, says so, and the next run completes.
+        execute(urls[1], "DROP TABLE t_2")
         on_node_2 = [*RUNG, "--url", urls[1], "--migrator", MIGRATOR]
         repair = _run([*on_node_2, "repair", sleeper, "--not-applied"], project.root)
         assert repair.returncode == 0, repair.stdout + repair.stderr

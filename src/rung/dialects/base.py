@@ -92,6 +92,9 @@ class Dialect(Protocol):
         """Of the statements a failed non-atomic migration completed, those the database
         kept after the rollback; ``failing`` is the statement that raised, if one did."""
 
+    def commits_implicitly(self, sql: str) -> bool:
+        """Whether ``sql`` commits the open transaction before it runs (MySQL's DDL)."""
+
     async def half_made(self, conn: AsyncConnection) -> frozenset[str]:
         """Objects that a failed statement outside a transaction can leave half-made and in
         the way of a second try (PostgreSQL's INVALID indexes); empty where there are none."""

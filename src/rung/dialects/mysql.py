@@ -144,6 +144,9 @@ class MySQL:
         )
         return list(statements[: last_commit + 1])
 
+    def commits_implicitly(self, sql: str) -> bool:
+        return _IMPLICIT_COMMIT.match(sql) is not None
+
     async def half_made(self, conn: AsyncConnection) -> frozenset[str]:
         return frozenset()
 

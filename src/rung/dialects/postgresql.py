@@ -123,6 +123,9 @@ class PostgreSQL:
     ) -> list[Statement]:
         return all_kept(statements, in_transaction)
 
+    def commits_implicitly(self, sql: str) -> bool:
+        return False
+
     async def half_made(self, conn: AsyncConnection) -> frozenset[str]:
         found = frozenset((await conn.execute(_INVALID_INDEXES)).scalars())
         await conn.rollback()

@@ -108,6 +108,9 @@ class SQLite:
     ) -> list[Statement]:
         return all_kept(statements, in_transaction)
 
+    def commits_implicitly(self, sql: str) -> bool:
+        return False
+
     async def half_made(self, conn: AsyncConnection) -> frozenset[str]:
         return frozenset()
 
