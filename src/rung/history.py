@@ -251,12 +251,35 @@ class History:
         await conn.execute(self._delete, {"row": name})
 
     def journal_update(
-        self, name: str, statements: Sequence[Statement], in_flight: Statement
+        self,
+        name: str,
+        statements: Sequence[Statement],
+        in_flight: Statement,
+        guard: sa.ColumnElement[bool] | None = None,
+        **values: object,
     ) -> sa.Update:
-        """The statement that replaces the journal of ``name``'s row: ``statements`` kept,
-        and ``in_flight`` about to be sent."""
+        """The statement that replaces the journal of ``name``'s row (``statements`` kept,
+        ``in_flight`` about to be sent) and sets ``values``, where ``guard`` holds."""
         journal = journal_text(statements, in_flight)
-        return self.table.update().where(self.table.c.name == name).values(journal=journal)
+        where = self.table.c.name == name
+        if guard is not None:
+            where = sa.and_(where, guard)
+        return self.table.update().where(where).values(journal=journal, **values)
+
+    def running_row(
+        self, name: str, checksum: str, direction: str, in_flight: Statement
+    ) -> dict[str, object]:
+        """A new row for ``name``, running, about to send its first statement."""
+        return {
+            "name": name,
+            "checksum": checksum,
+            "state": "running",
+            "direction": direction,
+            "applied_at": now(),
+            "duration_ms": 0.0,
+            "error": None,
+            "journal": journal_text((), in_flight),
+        }
 
     # -- the schema snapshot, for drift ------------------------------------------------------
 

@@ -248,15 +248,25 @@ class Lease:
         """In the caller's transaction, before it commits: renew the lease, and raise
         ``LockLost`` (so the transaction rolls back) unless it is still this run's."""
         if (await conn.execute(self._renew)).rowcount != 1:
-            raise self._lost()
+            raise self.lost()
 
     def fence_sync(self, conn: sa.Connection) -> None:
         """``fence`` from inside a statement's event: before a MySQL DDL statement commits
         the open transaction."""
         if conn.execute(self._renew).rowcount != 1:
-            raise self._lost()
+            raise self.lost()
 
-    def _lost(self) -> LockLost:
+    def holding(self) -> sa.ColumnElement[bool]:
+        """True while this run holds the lease with a third of it left (it is renewed every
+        third): a condition for a write that must not happen once the lock is lost."""
+        t = self.history.lock.c
+        return sa.exists().where(
+            t.name == LOCK_ROW,
+            t.holder == self.me,
+            t.expires_at > self.dialect.clock() + self.lease / 3,
+        )
+
+    def lost(self) -> LockLost:
         return LockLost(
             f"rung's lock was taken over while this run held it: its lease of "
             f"{self.lease:g} s ran out without renewal (the process stalled, or lost its "

@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import NoReturn
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -294,8 +295,11 @@ class _Run:
         """Run the next batch; False when there is none left. The history is read and the
         plan made once, in the first batch's transaction: under the lock no one else
         writes it, and every commit of this run checks that the lock is still its own."""
-        if self._queue is not None and self._queue and not self._queue[0].atomic:
-            self.done.append(await self._alone(self._queue.pop(0)))
+        if self._queue and not self._queue[0].atomic:
+            if self._queue[0].in_transaction:
+                await self._in_a_row()
+            else:
+                self.done.append(await self._alone(self._queue.pop(0)))
             return True
         committed = len(self.done)  # a failure rolls back this batch's migrations, not those
         planning = self._queue is None
@@ -322,9 +326,12 @@ class _Run:
             if planning:
                 self._queue = None  # its writes are gone: plan again if tried again
             raise
-        if not atomic:
-            self.done.append(await self._alone(self._queue[0]))
-        self._queue.pop(0)
+        if atomic:
+            self._queue.pop(0)
+        elif self._queue[0].in_transaction:
+            await self._in_a_row()
+        else:
+            self.done.append(await self._alone(self._queue.pop(0)))
         return True
 
     async def _first_plan(self) -> None:
@@ -360,65 +367,129 @@ class _Run:
                 self.conn, record.name, state="applied", direction="up", statements=()
             )
 
-    async def _alone(self, batch: Batch) -> Executed:
-        """A migration the database cannot roll back. Before each statement that makes
-        anything durable, its record says what the database kept and which statement is
-        in flight, so that a run killed at any instant leaves a record that is exact but
-        for that one statement: on MySQL, written in the open transaction just before a
-        DDL statement commits it; outside a transaction, before every statement."""
-        conn, dialect, history = self.conn, self.dialect, self.history
-        migration, direction = batch.migrations[0], batch.direction
-        exists = migration.name in self._rows
+    async def _in_a_row(self) -> None:
+        """MySQL: the migrations in transactions that their DDL statements commit piece by
+        piece, one after another in one transaction of the run. Just before a statement
+        commits implicitly, the record of the running migration says which statements the
+        database kept and which one is in flight (and the lease is checked); so a run
+        killed at any instant leaves a record exact but for that one statement. A
+        migration's "applied" record commits with the next one's first DDL statement,
+        unless something of its own is still uncommitted (DML after its last DDL)."""
+        conn, history = self.conn, self.history
         sync = conn.sync_connection
         assert sync is not None
+        assert self._queue is not None
+        unflushed: list[Executed] = []  # applied records no commit has carried yet
         lease = self.books.lease
+        migration, direction = self._queue[0].migrations[0], self._queue[0].direction
+        written = False  # whether the running migration's row says it is running
 
         def before_each(completed: list[Statement], upcoming: Statement) -> None:
-            if batch.in_transaction:
-                if not dialect.commits_implicitly(upcoming.sql):
-                    return
-                lease.fence_sync(sync)  # what this statement commits is fenced too
+            nonlocal written
+            if self.dialect.commits_implicitly(upcoming.sql):
+                m = migration
+                if m.name not in self._rows:  # its first record: a new row
+                    lease.fence_sync(sync)
+                    row = history.running_row(m.name, m.checksum, direction.value, upcoming)
+                    sync.execute(history.table.insert(), row)
+                    self._rows.add(m.name)
+                else:
+                    values = (
+                        {"state": "running", "direction": direction.value} if not written else {}
+                    )
+                    update = history.journal_update(
+                        m.name, completed, upcoming, lease.holding(), **values
+                    )
+                    if sync.execute(update).rowcount != 1:
+                        raise lease.lost()
+                written = True
+            elif unflushed:  # never leave an earlier migration unrecorded for long
+                lease.fence_sync(sync)
+                sync.connection.commit()
+                unflushed.clear()
+
+        try:
+            async with self.books.writing():
+                while self._queue and self._queue[0].in_transaction and not self._queue[0].atomic:
+                    batch = self._queue[0]
+                    migration, direction = batch.migrations[0], batch.direction
+                    written = False
+                    done = await self._execute(migration, direction, before_each, record=False)
+                    exists = migration.name in self._rows  # made by its first DDL statement
+                    await self._record(migration, direction, done, exists=exists)
+                    self._queue.pop(0)
+                    self.done.append(done)
+                    self._applied(done)
+                    last = done.statements[-1].sql if done.statements else None
+                    if last is None or self.dialect.commits_implicitly(last):
+                        unflushed.append(done)
+                    else:
+                        await lease.fence(conn)
+                        await conn.run_sync(lambda c: c.connection.commit())
+                        unflushed.clear()
+        except Failed as failed:
+            # The rollback may have taken the records of those in ``unflushed`` with it (a
+            # DDL statement that fails to parse commits nothing): they are written again.
+            await self._failed(failed, in_transaction=True, unflushed=unflushed)
+
+    async def _alone(self, batch: Batch) -> Executed:
+        """A migration outside any transaction: marked running first; before each
+        statement, its record says what the database kept and which one is in flight."""
+        conn, dialect, history = self.conn, self.dialect, self.history
+        migration, direction = batch.migrations[0], batch.direction
+        sync = conn.sync_connection
+        assert sync is not None
+
+        def before_each(completed: list[Statement], upcoming: Statement) -> None:
             sync.execute(history.journal_update(migration.name, completed, upcoming))
 
-        before = frozenset() if batch.in_transaction else await dialect.half_made(conn)
+        before = await dialect.half_made(conn)
         try:
-            if batch.in_transaction:  # the mark commits with the first DDL statement
-                async with self.books.writing():
-                    await history.mark(
-                        conn, migration.name, migration.checksum, direction.value, exists=exists
-                    )
-                    done = await self._execute(migration, direction, before_each, exists=True)
-            else:
-                await self._retrying(self._mark, migration, direction, exists)
-                async with _autocommit(conn):
-                    done = await self._execute(migration, direction, before_each, record=False)
-                await self._retrying(self._record_alone, migration, direction, done)
+            exists = migration.name in self._rows
+            await self._retrying(self._mark, migration, direction, exists)
+            async with _autocommit(conn):
+                done = await self._execute(migration, direction, before_each, record=False)
+            await self._retrying(self._record_alone, migration, direction, done)
         except Failed as failed:
-            kept = dialect.kept_after_failure(
-                failed.statements, batch.in_transaction, failed.failing
-            )
-            in_flight = None
-            if in_flight_kept(dialect, failed, batch.in_transaction):
-                in_flight = Statement(failed.failing or "?", None, 0.0)
-            left = await self._clear_half_made(failed, before) if not batch.in_transaction else []
-            if left:
-                kept = [*kept, Statement(failed.failing or "?", None, 0.0)]
-            try:
-                await self._retrying(self._record_failure, failed, kept, in_flight)
-            except Exception as exc:
-                logger.error(
-                    "could not record the failure of %s (%s); it stays marked as running",
-                    migration.name,
-                    one_line(exc),
-                )
-            raise failure(
-                failed, dialect, done=self.done, kept=kept, in_flight=in_flight, half_made=left
-            ) from failed.cause
-        if direction is Direction.UP:
-            self._rows.add(migration.name)
-        else:
-            self._rows.discard(migration.name)
+            await self._failed(failed, in_transaction=False, before=before)
+        self._applied(done)
         return done
+
+    def _applied(self, done: Executed) -> None:
+        if done.direction is Direction.UP:
+            self._rows.add(done.name)
+        else:
+            self._rows.discard(done.name)
+
+    async def _failed(
+        self,
+        failed: Failed,
+        *,
+        in_transaction: bool,
+        before: frozenset[str] = frozenset(),
+        unflushed: Sequence[Executed] = (),
+    ) -> NoReturn:
+        """Record a non-atomic migration's failure, with what the database kept, and raise
+        it as ``MigrationFailed``."""
+        dialect = self.dialect
+        kept = dialect.kept_after_failure(failed.statements, in_transaction, failed.failing)
+        in_flight = None
+        if in_flight_kept(dialect, failed, in_transaction):
+            in_flight = Statement(failed.failing or "?", None, 0.0)
+        left = [] if in_transaction else await self._clear_half_made(failed, before)
+        if left:
+            kept = [*kept, Statement(failed.failing or "?", None, 0.0)]
+        try:
+            await self._retrying(self._record_failure, failed, kept, in_flight, unflushed)
+        except Exception as exc:
+            logger.error(
+                "could not record the failure of %s (%s); it stays marked as running",
+                failed.migration.name,
+                one_line(exc),
+            )
+        raise failure(
+            failed, dialect, done=self.done, kept=kept, in_flight=in_flight, half_made=left
+        ) from failed.cause
 
     async def _mark(self, m: Migration, direction: Direction, exists: bool) -> bool:
         async with self.books.writing():
@@ -523,7 +594,11 @@ class _Run:
             )
 
     async def _record_failure(
-        self, failed: Failed, kept: Sequence[Statement], in_flight: Statement | None
+        self,
+        failed: Failed,
+        kept: Sequence[Statement],
+        in_flight: Statement | None,
+        unflushed: Sequence[Executed] = (),
     ) -> bool:
         """Replace the running mark in one statement: failed with what the database kept
         (and the statement in flight when the connection was lost), or, when it kept
@@ -536,6 +611,8 @@ class _Run:
         m, history = failed.migration, self.history
         try:
             async with self.books.writing(target):
+                for done in unflushed:
+                    await self._record_again(target, done)
                 if kept or in_flight:
                     values = {
                         "state": "failed",
@@ -559,6 +636,25 @@ class _Run:
             if fresh is not None:
                 await fresh.close()
         return True
+
+    async def _record_again(self, conn: AsyncConnection, done: Executed) -> None:
+        """``done``'s record, whether or not a rollback took it."""
+        history = self.history
+        if done.direction is Direction.DOWN:
+            await history.remove(conn, done.name)
+            return
+        m = next(m for m in self.migrations if m.name == done.name)
+        values = {"state": "applied", "direction": "up", "duration_ms": done.duration_ms}
+        values["checksum"] = m.checksum
+        if not await history.update(conn, done.name, statements=done.statements, **values):
+            await history.insert(
+                conn,
+                done.name,
+                m.checksum,
+                state="applied",
+                duration_ms=done.duration_ms,
+                statements=done.statements,
+            )
 
 
 @asynccontextmanager
