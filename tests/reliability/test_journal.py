@@ -193,3 +193,25 @@ def test_a_kill_at_every_statement_boundary_leaves_an_exact_record(
         assert asyncio.run(effects(db_url)) == {"first": 1, "five": 5, "last": 1}, at
         if direction == "up":
             assert p.rung("down", "--all").code == 0, at
+
+
+@pytest.mark.parametrize("command", [["down"], ["down", "--all"]])
+def test_a_killed_down_of_the_oldest_migration_is_named_not_done(
+    backend: str, db_url: str, tmp_path: Path, command: list[str]
+) -> None:
+    """A down killed in the oldest applied migration leaves it running: the next down
+    must refuse naming it, not find "nothing to revert" in a plan made without the lock."""
+    p = Project.create(tmp_path, db_url)
+    up = KILLER.format(statements=UP, direction="up")
+    five = p.add("five", up, KILLER.format(statements=DOWN, direction="down"))
+    if backend != "mariadb":  # outside a transaction, as MariaDB's DDL is in effect
+        p.write(five, up, KILLER.format(statements=DOWN, direction="down"), transactional=False)
+    assert p.rung("up").code == 0
+    killed(p, "down", "after:2", *command)
+    assert p.states() == {five: "running"}
+    refused = p.rung(*command)
+    assert refused.code == 1, refused.text
+    assert f"migration {five} was interrupted part-way (down)" in refused.err
+    kept = "the database kept: UPDATE j SET w = NULL; it had sent DROP TABLE k when it stopped"
+    assert kept in refused.err
+    assert p.states() == {five: "running"}
