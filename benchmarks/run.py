@@ -35,6 +35,7 @@ from benchlib.tools import (
     all_tools,
     use_rung_source,
 )
+from benchlib.workload import SHAPE
 
 BENCH_DIR = Path(__file__).resolve().parent
 WORK = BENCH_DIR / ".work"
@@ -377,10 +378,11 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(results, plan, scenarios)
     started = time.perf_counter()
     meta = results.meta
+    shape = [f"RUNG_BENCH_SHAPE={SHAPE}"] if SHAPE != "ladder" else []
     meta.setdefault("runs", []).append(
         {
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": " ".join(["python", "benchmarks/run.py", *(argv or sys.argv[1:])]),
+            "command": " ".join([*shape, "python", "benchmarks/run.py", *(argv or sys.argv[1:])]),
         }
     )
     meta["machine"] = machine()

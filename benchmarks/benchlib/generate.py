@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from benchlib.workload import down_statements, rung_name, short_id, up_statements
+from benchlib.workload import SHAPE, down_statements, rung_name, short_id, up_statements
 
 GENERATOR_VERSION = "4"
 RUNG_PACKAGE = "ladder"
@@ -37,7 +37,7 @@ def _finish(root: Path, n: int) -> None:
 
 def ensure(kind: str, n: int, work: Path) -> Path:
     """The project directory of ``kind`` for ladder-``n``, generated if missing or stale."""
-    root = work / "projects" / kind / f"n{n}"
+    root = work / "projects" / kind / (f"n{n}" if SHAPE == "ladder" else f"n{n}-{SHAPE}")
     if not _complete(root, n):
         GENERATORS[kind](_fresh(root), n)
         _finish(root, n)
