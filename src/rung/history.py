@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -75,8 +76,9 @@ class History:
         )
         self.own_tables = (self.table.name, self.meta.name, self.lock.name)
         self._row = self.table.c.name == sa.bindparam("row")
-        self._insert = self.table.insert()  # built once: a long run records many rows
+        self.insert_row = self.table.insert()  # built once: a long run records many rows
         self._delete = self.table.delete().where(self._row)
+        self._updates: dict[tuple[str, ...], sa.Update] = {}
         # What planning needs: the journals of applied migrations stay in the database (a
         # no-op upgrade over a long history would otherwise fetch and parse every one).
         unfinished = sa.case((self.table.c.state != "applied", self.table.c.journal))
@@ -213,7 +215,7 @@ class History:
             "error": None,
             "journal": sent if sent is not None else journal_text(statements),
         }
-        await conn.execute(self._insert, row)
+        await conn.execute(self.insert_row, row)
 
     async def update(self, conn: AsyncConnection, name: str, **values: object) -> bool:
         """Change ``name``'s row in one statement (``statements`` becomes its journal, with
@@ -225,8 +227,13 @@ class History:
             values["applied_at"] = now()
         if "duration_ms" in values:
             values["duration_ms"] = round(float(values["duration_ms"]), 3)  # type: ignore[arg-type]
-        query = self.table.update().where(self._row).values(**values)
-        return bool((await conn.execute(query, {"row": name})).rowcount)
+        keys = tuple(sorted(values))
+        query = self._updates.get(keys)
+        if query is None:  # built once per set of columns: a long run updates many rows
+            bound: dict[str, Any] = {key: sa.bindparam(f"new_{key}") for key in keys}
+            query = self._updates[keys] = self.table.update().where(self._row).values(bound)
+        params = {f"new_{key}": value for key, value in values.items()}
+        return bool((await conn.execute(query, {"row": name, **params})).rowcount)
 
     async def mark(
         self, conn: AsyncConnection, name: str, checksum: str, direction: str, *, exists: bool
@@ -250,21 +257,31 @@ class History:
     async def remove(self, conn: AsyncConnection, name: str) -> None:
         await conn.execute(self._delete, {"row": name})
 
-    def journal_update(
-        self,
-        name: str,
-        statements: Sequence[Statement],
-        in_flight: Statement,
-        guard: sa.ColumnElement[bool] | None = None,
-        **values: object,
-    ) -> sa.Update:
-        """The statement that replaces the journal of ``name``'s row (``statements`` kept,
-        ``in_flight`` about to be sent) and sets ``values``, where ``guard`` holds."""
-        journal = journal_text(statements, in_flight)
-        where = self.table.c.name == name
-        if guard is not None:
-            where = sa.and_(where, guard)
-        return self.table.update().where(where).values(journal=journal, **values)
+    def journal_update(self, guard: sa.ColumnElement[bool] | None = None) -> sa.Update:
+        """A statement that sets a row's journal, state and direction (parameters from
+        ``journal_values``), where ``guard`` holds too; built once, executed many times."""
+        where = self._row if guard is None else sa.and_(self._row, guard)
+        return (
+            self.table.update()
+            .where(where)
+            .values(
+                journal=sa.bindparam("journal"),
+                state=sa.bindparam("new_state"),
+                direction=sa.bindparam("new_direction"),
+            )
+        )
+
+    def journal_values(
+        self, name: str, direction: str, statements: Sequence[Statement], in_flight: Statement
+    ) -> dict[str, object]:
+        """For ``journal_update``: ``name`` running in ``direction``, with ``statements``
+        kept and ``in_flight`` about to be sent."""
+        return {
+            "row": name,
+            "journal": journal_text(statements, in_flight),
+            "new_state": "running",
+            "new_direction": direction,
+        }
 
     def running_row(
         self, name: str, checksum: str, direction: str, in_flight: Statement

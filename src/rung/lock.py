@@ -202,6 +202,9 @@ class Lease:
             .where(t.name == LOCK_ROW, t.holder == self.me)
             .values(expires_at=clock + self.lease)
         )
+        self._holding = sa.exists().where(
+            t.name == LOCK_ROW, t.holder == self.me, t.expires_at > clock + self.lease / 3
+        )
         self._free = (
             sa.update(history.lock)
             .where(t.name == LOCK_ROW, t.holder == self.me)
@@ -259,12 +262,7 @@ class Lease:
     def holding(self) -> sa.ColumnElement[bool]:
         """True while this run holds the lease with a third of it left (it is renewed every
         third): a condition for a write that must not happen once the lock is lost."""
-        t = self.history.lock.c
-        return sa.exists().where(
-            t.name == LOCK_ROW,
-            t.holder == self.me,
-            t.expires_at > self.dialect.clock() + self.lease / 3,
-        )
+        return self._holding
 
     def lost(self) -> LockLost:
         return LockLost(

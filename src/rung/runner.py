@@ -382,27 +382,20 @@ class _Run:
         unflushed: list[Executed] = []  # applied records no commit has carried yet
         lease = self.books.lease
         migration, direction = self._queue[0].migrations[0], self._queue[0].direction
-        written = False  # whether the running migration's row says it is running
+        journal = history.journal_update(lease.holding())  # only while the lock is held
 
         def before_each(completed: list[Statement], upcoming: Statement) -> None:
-            nonlocal written
             if self.dialect.commits_implicitly(upcoming.sql):
                 m = migration
                 if m.name not in self._rows:  # its first record: a new row
                     lease.fence_sync(sync)
                     row = history.running_row(m.name, m.checksum, direction.value, upcoming)
-                    sync.execute(history.table.insert(), row)
+                    sync.execute(history.insert_row, row)
                     self._rows.add(m.name)
                 else:
-                    values = (
-                        {"state": "running", "direction": direction.value} if not written else {}
-                    )
-                    update = history.journal_update(
-                        m.name, completed, upcoming, lease.holding(), **values
-                    )
-                    if sync.execute(update).rowcount != 1:
+                    values = history.journal_values(m.name, direction.value, completed, upcoming)
+                    if sync.execute(journal, values).rowcount != 1:
                         raise lease.lost()
-                written = True
             elif unflushed:  # never leave an earlier migration unrecorded for long
                 lease.fence_sync(sync)
                 sync.connection.commit()
@@ -413,7 +406,6 @@ class _Run:
                 while self._queue and self._queue[0].in_transaction and not self._queue[0].atomic:
                     batch = self._queue[0]
                     migration, direction = batch.migrations[0], batch.direction
-                    written = False
                     done = await self._execute(migration, direction, before_each, record=False)
                     exists = migration.name in self._rows  # made by its first DDL statement
                     await self._record(migration, direction, done, exists=exists)
@@ -440,8 +432,11 @@ class _Run:
         sync = conn.sync_connection
         assert sync is not None
 
+        journal = history.journal_update()
+
         def before_each(completed: list[Statement], upcoming: Statement) -> None:
-            sync.execute(history.journal_update(migration.name, completed, upcoming))
+            values = history.journal_values(migration.name, direction.value, completed, upcoming)
+            sync.execute(journal, values)
 
         before = await dialect.half_made(conn)
         try:
