@@ -215,3 +215,25 @@ def test_a_killed_down_of_the_oldest_migration_is_named_not_done(
     kept = "the database kept: UPDATE j SET w = NULL; it had sent DROP TABLE k when it stopped"
     assert kept in refused.err
     assert p.states() == {five: "running"}
+
+
+def test_a_statement_that_fails_to_parse_keeps_the_migration_before_it_applied(
+    backend: str, db_url: str, tmp_path: Path
+) -> None:
+    """On MariaDB a migration's applied record commits with the next one's first DDL
+    statement; one that fails to parse commits nothing, and the rollback takes that record
+    with it: rung writes it again, and the failed migration kept nothing. (SQLite and
+    PostgreSQL roll both back.)"""
+    p = Project.create(tmp_path, db_url)
+    first = p.add("first", FIRST, FIRST_DOWN)
+    broken = p.add("broken", ["CREATE TABLE (oops"], ["DROP TABLE nothing"])
+    result = p.rung("up")
+    assert result.code == 1, result.text
+    assert f"migration {broken} failed (up)" in result.err
+    assert "kept none" in result.err or "rolled back" in result.err, result.err
+    if backend == "mariadb":
+        assert p.states() == {first: "applied", broken: "pending"}
+        assert "f" in p.tables()
+    else:  # one transaction: rolled back together
+        assert p.states() == {first: "pending", broken: "pending"}
+        assert "f" not in p.tables()
