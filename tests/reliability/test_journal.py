@@ -215,6 +215,10 @@ def test_a_killed_down_of_the_oldest_migration_is_named_not_done(
     kept = "the database kept: UPDATE j SET w = NULL; it had sent DROP TABLE k when it stopped"
     assert kept in refused.err
     assert p.states() == {five: "running"}
+    shown = p.rung("show", five)
+    assert "in flight" in shown.out and "DROP TABLE k" in shown.out, shown.text
+    listed = p.rung("status", "--json").json()["migrations"][0]
+    assert listed["state"] == "running"
 
 
 def test_a_statement_that_fails_to_parse_keeps_the_migration_before_it_applied(
