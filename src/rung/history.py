@@ -217,6 +217,31 @@ class History:
         }
         await conn.execute(self.insert_row, row)
 
+    async def applied_many(
+        self, conn: AsyncConnection, done: Sequence[tuple[str, str, float, Sequence[Statement]]]
+    ) -> None:
+        """New rows, applied, for ``done`` (name, checksum, duration, statements): one round
+        trip for a whole batch."""
+        rows = [
+            {
+                "name": name,
+                "checksum": checksum,
+                "state": "applied",
+                "direction": "up",
+                "applied_at": now(),
+                "duration_ms": round(duration_ms, 3),
+                "error": None,
+                "journal": journal_text(statements),
+            }
+            for name, checksum, duration_ms, statements in done
+        ]
+        if rows:
+            await conn.execute(self.insert_row, rows)
+
+    async def remove_many(self, conn: AsyncConnection, names: Sequence[str]) -> None:
+        if names:
+            await conn.execute(self._delete, [{"row": name} for name in names])
+
     async def update(self, conn: AsyncConnection, name: str, **values: object) -> bool:
         """Change ``name``'s row in one statement (``statements`` becomes its journal, with
         ``in_flight`` last); False when there is no such row."""

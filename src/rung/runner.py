@@ -314,7 +314,8 @@ class _Run:
                 if atomic:
                     batch = self._queue[0]
                     for m in batch.migrations:
-                        self.done.append(await self._execute(m, batch.direction))
+                        self.done.append(await self._execute(m, batch.direction, record=False))
+                    await self._record_batch(batch, self.done[committed:])
         except Failed as failed:
             rolled_back = [e.name for e in self.done[committed:]]
             del self.done[committed:]
@@ -559,6 +560,15 @@ class _Run:
         async with self.books.writing():
             await self._record(migration, direction, done, exists=True)
         return True
+
+    async def _record_batch(self, batch: Batch, done: Sequence[Executed]) -> None:
+        """The records of an atomic batch, in its transaction, in one round trip."""
+        if batch.direction is Direction.DOWN:
+            await self.history.remove_many(self.conn, [e.name for e in done])
+            return
+        checksums = {m.name: m.checksum for m in batch.migrations}
+        rows = [(e.name, checksums[e.name], e.duration_ms, e.statements) for e in done]
+        await self.history.applied_many(self.conn, rows)
 
     async def _record(
         self, migration: Migration, direction: Direction, done: Executed, *, exists: bool
