@@ -308,6 +308,13 @@ class History:
             "new_direction": direction,
         }
 
+    def guarded_insert(self, guard: sa.ColumnElement[bool]) -> sa.Insert:
+        """A statement that inserts a row (parameters from ``running_row``) where ``guard``
+        holds."""
+        columns = [c.name for c in self.table.c]
+        values = sa.select(*(sa.bindparam(name, type_=self.table.c[name].type) for name in columns))
+        return self.table.insert().from_select(columns, values.where(guard))
+
     def running_row(
         self, name: str, checksum: str, direction: str, in_flight: Statement
     ) -> dict[str, object]:

@@ -384,19 +384,20 @@ class _Run:
         lease = self.books.lease
         migration, direction = self._queue[0].migrations[0], self._queue[0].direction
         journal = history.journal_update(lease.holding())  # only while the lock is held
+        start = history.guarded_insert(lease.holding())
 
         def before_each(completed: list[Statement], upcoming: Statement) -> None:
             if self.dialect.commits_implicitly(upcoming.sql):
                 m = migration
                 if m.name not in self._rows:  # its first record: a new row
-                    lease.fence_sync(sync)
                     row = history.running_row(m.name, m.checksum, direction.value, upcoming)
-                    sync.execute(history.insert_row, row)
+                    written = sync.execute(start, row).rowcount
                     self._rows.add(m.name)
                 else:
                     values = history.journal_values(m.name, direction.value, completed, upcoming)
-                    if sync.execute(journal, values).rowcount != 1:
-                        raise lease.lost()
+                    written = sync.execute(journal, values).rowcount
+                if written != 1:
+                    raise lease.lost()
             elif unflushed:  # never leave an earlier migration unrecorded for long
                 lease.fence_sync(sync)
                 sync.connection.commit()

@@ -241,3 +241,33 @@ def test_a_statement_that_fails_to_parse_keeps_the_migration_before_it_applied(
     else:  # one transaction: rolled back together
         assert p.states() == {first: "pending", broken: "pending"}
         assert "f" not in p.tables()
+
+
+TAKES_THE_LOCK = """
+import os
+from sqlalchemy.ext.asyncio import create_async_engine
+await conn.execute(text("CREATE TABLE a (id INTEGER)"))
+other = create_async_engine(os.environ["RUNG_TEST_URL"], isolation_level="AUTOCOMMIT")
+async with other.connect() as thief:
+    await thief.execute(text("UPDATE rung_migrations_lock SET holder = 'another run'"))
+await other.dispose()
+await conn.execute(text("CREATE TABLE b (id INTEGER)"))
+"""
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"], indirect=True)
+def test_a_run_that_lost_the_lock_commits_nothing_more(
+    backend: str, db_url: str, tmp_path: Path
+) -> None:
+    """Another run takes the lock over in the middle of a migration: the next statement
+    that would commit (on MariaDB, the next DDL statement) is refused, and nothing of it
+    reaches the database. (SQLite lets no one write while a run's transaction is open.)"""
+    p = Project.create(tmp_path, db_url)
+    p.add("steals", TAKES_THE_LOCK, ["DROP TABLE b", "DROP TABLE a"])
+    env = clean_environment(DATABASE_URL=db_url, RUNG_TEST_URL=db_url)
+    result = p.rung("up", env=env)
+    assert result.code != 0, result.text
+    assert "lock was taken over" in result.err, result.err
+    tables = p.tables()
+    assert "b" not in tables
+    assert ("a" in tables) == (backend == "mariadb")  # committed by its own DDL there
