@@ -282,13 +282,12 @@ class History:
     async def remove(self, conn: AsyncConnection, name: str) -> None:
         await conn.execute(self._delete, {"row": name})
 
-    def journal_update(self, guard: sa.ColumnElement[bool] | None = None) -> sa.Update:
+    def journal_update(self, guard: sa.ColumnElement[bool]) -> sa.Update:
         """A statement that sets a row's journal, state and direction (parameters from
         ``journal_values``), where ``guard`` holds too; built once, executed many times."""
-        where = self._row if guard is None else sa.and_(self._row, guard)
         return (
             self.table.update()
-            .where(where)
+            .where(self._row, guard)
             .values(
                 journal=sa.bindparam("journal"),
                 state=sa.bindparam("new_state"),

@@ -434,11 +434,13 @@ class _Run:
         sync = conn.sync_connection
         assert sync is not None
 
-        journal = history.journal_update()
+        lease = self.books.lease
+        journal = history.journal_update(lease.holding())  # only while the lock is held
 
         def before_each(completed: list[Statement], upcoming: Statement) -> None:
             values = history.journal_values(migration.name, direction.value, completed, upcoming)
-            sync.execute(journal, values)
+            if sync.execute(journal, values).rowcount != 1:
+                raise lease.lost()
 
         before = await dialect.half_made(conn)
         try:
