@@ -1,0 +1,245 @@
+"""Fleets: one registry applied to many tenant databases or schemas, ``jobs`` at a time.
+
+Each tenant gets the single-database run as it is (``rung.api``): its own engine, its own
+lock, its own transactions, so a fleet run and a single-tenant run never collide and every
+guarantee of one database holds per tenant. The results are an async iterator, yielded as
+tenants finish. A failing tenant is a result, not an exception: the others go on, unless
+``fail_fast``. Setting ``stop`` (an ``asyncio.Event``) starts no new tenant: the running
+ones finish, and the rest are yielded as ``not started``. Only ``jobs`` engines exist at
+a time, so memory does not grow with the fleet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from rung import api
+from rung import config as configuration
+from rung.dialects import backend_named
+from rung.errors import RungError, UsageError, clip
+from rung.failures import one_line
+from rung.history import DEFAULT_TABLE
+from rung.lock import DEFAULT_LEASE
+from rung.passwords import mask
+from rung.plan import MigrationState, states
+from rung.registry import Migrations, migrations_of
+from rung.runner import DEFAULT_LOCK_TIMEOUT, Executed
+from rung.tenants import Tenant, engine_for, find
+
+T = TypeVar("T")
+DEFAULT_JOBS = 8
+DONE, FAILED, NOT_STARTED = "done", "failed", "not started"
+Tenants = str | Iterable[str | Tenant]
+
+
+@dataclass(frozen=True)
+class TenantResult(Generic[T]):
+    """What happened to one tenant: ``done`` with its ``value`` (what ran, its states),
+    ``failed`` with the one-line ``error`` (and its class, ``kind``), or ``not started``."""
+
+    tenant: Tenant
+    outcome: str
+    value: T | None = None
+    error: str | None = None
+    kind: str | None = None
+    duration_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == DONE
+
+
+async def each(
+    tenants: Sequence[Tenant],
+    work: Callable[[Tenant, AsyncEngine], Awaitable[T]],
+    *,
+    jobs: int = DEFAULT_JOBS,
+    fail_fast: bool = False,
+    stop: asyncio.Event | None = None,
+    pooler: bool = False,
+) -> AsyncIterator[TenantResult[T]]:
+    """``work`` on every tenant, ``jobs`` at a time; each result as it comes."""
+    if jobs < 1:
+        raise UsageError(f"jobs must be 1 or more, not {jobs}; pass --jobs N")
+    halt = stop or asyncio.Event()
+    results: asyncio.Queue[TenantResult[T]] = asyncio.Queue()
+    todo = iter(tenants)
+
+    async def worker() -> None:
+        for tenant in todo:  # shared by the workers: each tenant is taken once
+            if halt.is_set():
+                result: TenantResult[T] = TenantResult(tenant, NOT_STARTED)
+            else:
+                result = await _one(tenant, work, pooler)
+                if fail_fast and not result.ok:
+                    halt.set()
+            results.put_nowait(result)
+
+    workers = [asyncio.create_task(worker()) for _ in range(min(jobs, len(tenants)))]
+    try:
+        for _ in tenants:
+            yield await results.get()
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+
+async def _one(
+    tenant: Tenant, work: Callable[[Tenant, AsyncEngine], Awaitable[T]], pooler: bool
+) -> TenantResult[T]:
+    started = time.perf_counter()
+
+    def ms() -> float:
+        return round((time.perf_counter() - started) * 1000, 3)
+
+    try:
+        engine = engine_for(tenant, pooler=pooler)
+        try:
+            value = await work(tenant, engine)
+        finally:
+            await engine.dispose()
+    except RungError as exc:
+        return TenantResult(
+            tenant, FAILED, error=_shown(exc.message, tenant), kind=_kind(exc), duration_ms=ms()
+        )
+    except Exception as exc:  # one tenant's surprise is that tenant's failure, not the fleet's
+        text = _shown(f"unexpected {type(exc).__name__}: {one_line(exc)}", tenant)
+        return TenantResult(tenant, FAILED, error=text, kind=_kind(exc), duration_ms=ms())
+    return TenantResult(tenant, DONE, value, duration_ms=ms())
+
+
+def _shown(text: str, tenant: Tenant) -> str:
+    return clip(mask(text, tenant.url), 1000)
+
+
+def _kind(exc: BaseException) -> str:
+    return type(exc).__name__
+
+
+async def resolve(tenants: Tenants) -> list[Tenant]:
+    """A spec (as ``--fleet`` takes it, from the current folder and its configuration),
+    or URLs and ``Tenant`` values, as a list of tenants."""
+    if isinstance(tenants, str):
+        cfg = configuration.load({}, os.environ, Path.cwd())
+        section = configuration.read_section(cfg.root / "pyproject.toml").get("fleet", {})
+        return await find(tenants, cwd=Path.cwd(), url=cfg.url, section=section, root=cfg.root)
+    found = [t if isinstance(t, Tenant) else Tenant(mask(t, t), t) for t in tenants]
+    if not found:
+        raise UsageError("the fleet has no tenant; give at least one URL")
+    return found
+
+
+async def upgrade_fleet(
+    tenants: Tenants,
+    migrator: Migrations,
+    *,
+    jobs: int = DEFAULT_JOBS,
+    fail_fast: bool = False,
+    stop: asyncio.Event | None = None,
+    steps: int | None = None,
+    to: str | None = None,
+    out_of_order: bool = False,
+    table: str = DEFAULT_TABLE,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    lock_lease: float = DEFAULT_LEASE,
+    per_migration: bool = False,
+    pooler: bool = False,
+) -> AsyncIterator[TenantResult[list[Executed]]]:
+    """``rung.upgrade`` on every tenant, ``jobs`` at a time; yields each tenant's result
+    (``value``: what was applied) as it finishes. ``tenants``: a ``--fleet`` spec, or URLs."""
+    migrations = migrations_of(migrator)
+
+    async def work(tenant: Tenant, engine: AsyncEngine) -> list[Executed]:
+        return await api.upgrade(
+            engine,
+            migrations,
+            steps=steps,
+            to=to,
+            out_of_order=out_of_order,
+            table=table,
+            lock_timeout=lock_timeout,
+            lock_lease=lock_lease,
+            per_migration=per_migration,
+            snapshot=tenant.schema is None,
+        )
+
+    found = await resolve(tenants)
+    async for result in each(found, work, jobs=jobs, fail_fast=fail_fast, stop=stop, pooler=pooler):
+        yield result
+
+
+async def downgrade_fleet(
+    tenants: Tenants,
+    migrator: Migrations,
+    *,
+    jobs: int = DEFAULT_JOBS,
+    fail_fast: bool = False,
+    stop: asyncio.Event | None = None,
+    steps: int | None = None,
+    to: str | None = None,
+    all: bool = False,
+    table: str = DEFAULT_TABLE,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    lock_lease: float = DEFAULT_LEASE,
+    per_migration: bool = False,
+    pooler: bool = False,
+) -> AsyncIterator[TenantResult[list[Executed]]]:
+    """``rung.downgrade`` on every tenant (one step by default), as ``upgrade_fleet``."""
+    migrations = migrations_of(migrator)
+
+    async def work(tenant: Tenant, engine: AsyncEngine) -> list[Executed]:
+        return await api.downgrade(
+            engine,
+            migrations,
+            steps=steps,
+            to=to,
+            all=all,
+            table=table,
+            lock_timeout=lock_timeout,
+            lock_lease=lock_lease,
+            per_migration=per_migration,
+            snapshot=tenant.schema is None,
+        )
+
+    found = await resolve(tenants)
+    async for result in each(found, work, jobs=jobs, fail_fast=fail_fast, stop=stop, pooler=pooler):
+        yield result
+
+
+async def status_fleet(
+    tenants: Tenants,
+    migrator: Migrations,
+    *,
+    jobs: int = DEFAULT_JOBS,
+    table: str = DEFAULT_TABLE,
+    pooler: bool = False,
+) -> AsyncIterator[TenantResult[list[MigrationState]]]:
+    """``rung.status`` of every tenant; it never writes (a SQLite file that is not there
+    yet is not created: every migration is pending there)."""
+    migrations = migrations_of(migrator)
+
+    async def work(tenant: Tenant, engine: AsyncEngine) -> list[MigrationState]:
+        backend = backend_named(engine.url.get_backend_name())
+        path = engine.url.database
+        if backend and backend.file_based and path and not Path(path).exists():
+            return states(migrations, [])
+        return await api.status(engine, migrations, table=table)
+
+    found = await resolve(tenants)
+    async for result in each(found, work, jobs=jobs, pooler=pooler):
+        yield result
+
+
+def newest_applied(states: Sequence[MigrationState]) -> str | None:
+    """The newest applied migration in registry order (None when none is)."""
+    applied = [s.name for s in states if s.state.value in ("applied", "modified")]
+    return applied[-1] if applied else None
