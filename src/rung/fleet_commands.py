@@ -187,7 +187,7 @@ async def _run(
         async for r in results:
             text, data = describe(r) if r.ok else ("", {})
             drifted += bool(data.get("drift"))
-            report.add(r, f"{text}{verb}".strip())
+            report.add(r, f"{text}{verb}".strip() if r.ok else "")
             if ctx.out.as_json:
                 rows.append({**_row(r), **data})
     report.end_line()
