@@ -111,7 +111,7 @@ async def status(ctx: Context) -> int:
         for n in order:
             pending = len(names) - (names.index(n) + 1 if n else 0)
             ahead = "up to date" if not pending else f"{pending} pending"
-            ctx.out.result(f"{groups[n]:>7}  {n or '(none)'} ({ahead})")
+            ctx.out.result(f"{groups[n]:>7}  {n or 'nothing applied'} ({ahead})")
         for line in attention:
             ctx.out.result(f"needs attention: {line}", "red")
         for name, error in report.errors:
