@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 import rung
-from cli_support import RUNG, Project, clean_environment
+from cli_support import RUNG, Project, clean_environment, cli
 from conftest import MYSQL_URL, create_database, drop_database, fresh_url, require
 from rung.dialects import dialect_named
 from rung.history import History
@@ -104,6 +104,23 @@ def test_a_fleet_never_shows_a_password_and_names_the_unreachable(tmp_path: Path
     assert "failed      postgresql+asyncpg://app:***@127.0.0.1:1/nowhere" in result.out
     assert "fleet of 2 tenants: 1 done, 1 failed" in result.out
     assert tables(f"sqlite:///{project.root / 'one.db'}") >= {"seen", "later"}
+
+
+def test_the_fleet_in_pyproject_and_its_mistakes(tmp_path: Path) -> None:
+    project = fleet_project(tmp_path)
+    (project.root / "tenants").mkdir()
+    (project.root / "tenants" / "a.db").touch()
+    pyproject = project.root / "pyproject.toml"
+    setup = pyproject.read_text()
+    pyproject.write_text(setup + '\n[tool.rung.fleet]\nfiles = "tenants/*.db"\njobs = 2\n')
+    env = clean_environment(DATABASE_URL=project.url)
+    result = cli("up", "--fleet", cwd=project.src, env=env)  # paths from the project root
+    assert result.code == 0, result.text
+    assert "ok          tenants/a.db: 2 migrations applied" in result.out
+    pyproject.write_text(setup + '\n[tool.rung.fleet]\nfiles = "tenants/*.db"\njobs = 0\n')
+    result = project.rung("up", "--fleet")
+    assert result.code == 2
+    assert "jobs in [tool.rung.fleet] must be a whole number, 1 or more, not 0" in result.err
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,8 @@ a time, so memory does not grow with the fleet.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -93,10 +95,26 @@ async def each(
         await asyncio.gather(*workers, return_exceptions=True)
 
 
+class _Named(logging.Filter):
+    """Prefixes what the ``rung`` logger says during a tenant's run with that tenant."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = _tenant.get()
+        if name is not None and not getattr(record, "rung_tenant", None):
+            record.msg, record.args = f"{name}: {record.getMessage()}", ()
+            record.rung_tenant = name
+        return True
+
+
+_tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar("rung_tenant", default=None)
+logging.getLogger("rung").addFilter(_Named())
+
+
 async def _one(
     tenant: Tenant, work: Callable[[Tenant, AsyncEngine], Awaitable[T]], pooler: bool
 ) -> TenantResult[T]:
     started = time.perf_counter()
+    _tenant.set(tenant.name)  # in this worker's task only
 
     def ms() -> float:
         return round((time.perf_counter() - started) * 1000, 3)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,8 @@ from rung.errors import ConfigError, UsageError
 from rung.tenants import Tenant, find
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from rung.commands import Context
     from rung.runner import Executed
 
@@ -72,15 +74,18 @@ async def down(ctx: Context) -> int:
 
 
 async def status(ctx: Context) -> int:
+    from rung.plan import outstanding
+
     tenants = await _tenants(ctx)
     names = [m.name for m in ctx.migrations]
     results = fleet.status_fleet(
         tenants, ctx.migrations, jobs=_jobs(ctx), table=ctx.cfg.table, pooler=ctx.cfg.pooler
     )
-    report = Report(ctx.out, len(tenants), lines=False)
+    report = Report(ctx.out, len(tenants), lines=False, jobs=_jobs(ctx))
     groups: dict[str | None, int] = {}
     attention: list[str] = []
     rows: list[dict[str, Any]] = []
+    behind = 0  # tenants with something pending or broken
     async for r in results:
         report.add(r, "")
         if r.value is None:
@@ -89,6 +94,7 @@ async def status(ctx: Context) -> int:
         newest = fleet.newest_applied(r.value)
         groups[newest] = groups.get(newest, 0) + 1
         counts = output.counts(r.value)
+        behind += bool(outstanding(r.value))
         rows.append({**_row(r), "newest": newest, "counts": counts})
         attention += [
             f"{r.tenant.name}: {s.name} {output.OUTSTANDING[s.state.value]}"
@@ -118,12 +124,13 @@ async def status(ctx: Context) -> int:
             ctx.out.result(f"failed: {name}: {error}", "red")
     if report.failed:
         return 1
-    return 1 if ctx.args.exit_code and (attention or len(groups) > 1 or None in groups) else 0
+    return 1 if ctx.args.exit_code and behind else 0
 
 
 async def drift(ctx: Context) -> int:
     from rung.api import drift as drift_of
 
+    _refuse(ctx, "scratch_url")  # one scratch database cannot serve many tenants at once
     tenants = await _tenants(ctx)
     if any(t.schema for t in tenants):
         raise UsageError(
@@ -132,7 +139,7 @@ async def drift(ctx: Context) -> int:
         )
     exclude = (*ctx.cfg.exclude, *(ctx.args.exclude or ()))
 
-    async def work(tenant: Tenant, engine: Any) -> list[str]:
+    async def work(tenant: Tenant, engine: AsyncEngine) -> list[str]:
         report = await drift_of(
             engine,
             ctx.migrations,
@@ -174,7 +181,7 @@ def _differences(r: fleet.TenantResult[Any]) -> tuple[str, dict[str, Any]]:
 async def _run(
     ctx: Context,
     tenants: list[Tenant],
-    results: Any,
+    results: AsyncIterator[fleet.TenantResult[Any]],
     stop: asyncio.Event,
     verb: str,
     describe: Callable[[fleet.TenantResult[Any]], tuple[str, dict[str, Any]]],
@@ -325,28 +332,30 @@ def _interruptible(stop: asyncio.Event, report: Report) -> Iterator[None]:
 
 
 async def _tenants(ctx: Context) -> list[Tenant]:
-    spec: str = ctx.args.fleet
     from pathlib import Path
 
-    section = _section(ctx)
-    if ctx.args.jobs is None and "jobs" in section:
-        jobs = section["jobs"]
-        if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-            raise ConfigError(
-                f"jobs in [tool.rung.fleet] must be a whole number, 1 or more, not {jobs!r}"
-            )
-    return await find(spec, cwd=Path.cwd(), url=ctx.cfg.url, section=section, root=ctx.cfg.root)
+    _jobs(ctx)  # a bad setting is refused before any tenant is looked for
+    section, cfg = _section(ctx), ctx.cfg
+    return await find(ctx.args.fleet, cwd=Path.cwd(), url=cfg.url, section=section, root=cfg.root)
 
 
 def _section(ctx: Context) -> dict[str, Any]:
     section = configuration.read_section(ctx.cfg.root / "pyproject.toml").get("fleet", {})
     if not isinstance(section, dict):
-        raise ConfigError("[tool.rung.fleet] must be a table; fix pyproject.toml")
+        raise ConfigError("[tool.rung.fleet] in pyproject.toml must be a table; fix the file")
     return section
 
 
 def _jobs(ctx: Context) -> int:
-    return int(ctx.args.jobs or _section(ctx).get("jobs") or fleet.DEFAULT_JOBS)
+    """--jobs, else jobs in [tool.rung.fleet], else the default."""
+    if getattr(ctx.args, "jobs", None) is not None:
+        return int(ctx.args.jobs)
+    jobs = _section(ctx).get("jobs", fleet.DEFAULT_JOBS)
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ConfigError(
+            f"jobs in [tool.rung.fleet] must be a whole number, 1 or more, not {jobs!r}"
+        )
+    return jobs
 
 
 def _refuse(ctx: Context, *options: str) -> None:
