@@ -4,8 +4,8 @@ Each tenant gets the single-database run as it is (``rung.api``): its own engine
 lock, its own transactions, so a fleet run and a single-tenant run never collide and every
 guarantee of one database holds per tenant. The results are an async iterator, yielded as
 tenants finish. A failing tenant is a result, not an exception: the others go on, unless
-``fail_fast``. Setting ``stop`` (an ``asyncio.Event``) starts no new tenant: the running
-ones finish, and the rest are yielded as ``not started``. Only ``jobs`` engines exist at
+``fail_fast``. ``stop`` (a ``Stop``) is Ctrl-C: no new tenant starts, and the running
+ones finish, or are cancelled on a second press. Only ``jobs`` engines exist at
 a time, so memory does not grow with the fleet.
 """
 
@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,14 +38,16 @@ from rung.tenants import Tenant, engine_for, find
 
 T = TypeVar("T")
 DEFAULT_JOBS = 8
-DONE, FAILED, NOT_STARTED = "done", "failed", "not started"
+DONE, FAILED, CANCELLED, NOT_STARTED = "done", "failed", "cancelled", "not started"
+CANCELLED_ERROR = "cancelled while it ran: rolled back as an interrupted single run is"
 Tenants = str | Iterable[str | Tenant]
 
 
 @dataclass(frozen=True)
 class TenantResult(Generic[T]):
     """What happened to one tenant: ``done`` with its ``value`` (what ran, its states),
-    ``failed`` with the one-line ``error`` (and its class, ``kind``), or ``not started``."""
+    ``failed`` with the one-line ``error`` (and its class, ``kind``), ``cancelled`` or
+    ``not started``."""
 
     tenant: Tenant
     outcome: str
@@ -59,30 +61,61 @@ class TenantResult(Generic[T]):
         return self.outcome == DONE
 
 
+class Stop:
+    """Ctrl-C for a fleet. ``stop()``: no new tenant starts, the running ones finish, the
+    rest are ``not started``. ``cancel()``: the running ones are cancelled too, each as a
+    single run cancelled mid-way (rolled back; on MariaDB the migration it was in stays
+    ``running``), and reported as ``cancelled``."""
+
+    def __init__(self) -> None:
+        self.stopped = self.cancelled = False
+        self._running: set[asyncio.Future[Any]] = set()
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def cancel(self) -> None:
+        self.stopped = self.cancelled = True
+        for task in self._running:
+            task.cancel()
+
+    async def run(self, tenant: Tenant, work: Awaitable[TenantResult[T]]) -> TenantResult[T]:
+        task = asyncio.ensure_future(work)
+        self._running.add(task)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if not (self.cancelled and task.cancelled()):
+                raise
+            return TenantResult(tenant, CANCELLED, error=CANCELLED_ERROR, kind="CancelledError")
+        finally:
+            self._running.discard(task)
+
+
 async def each(
     tenants: Sequence[Tenant],
     work: Callable[[Tenant, AsyncEngine], Awaitable[T]],
     *,
     jobs: int = DEFAULT_JOBS,
     fail_fast: bool = False,
-    stop: asyncio.Event | None = None,
+    stop: Stop | None = None,
     pooler: bool = False,
 ) -> AsyncIterator[TenantResult[T]]:
     """``work`` on every tenant, ``jobs`` at a time; each result as it comes."""
     if jobs < 1:
         raise UsageError(f"jobs must be 1 or more, not {jobs}; pass --jobs N")
-    halt = stop or asyncio.Event()
+    halt = stop or Stop()
     results: asyncio.Queue[TenantResult[T]] = asyncio.Queue()
     todo = iter(tenants)
 
     async def worker() -> None:
         for tenant in todo:  # shared by the workers: each tenant is taken once
-            if halt.is_set():
+            if halt.stopped:
                 result: TenantResult[T] = TenantResult(tenant, NOT_STARTED)
             else:
-                result = await _one(tenant, work, pooler)
-                if fail_fast and not result.ok:
-                    halt.set()
+                result = await halt.run(tenant, _one(tenant, work, pooler))
+                if fail_fast and result.outcome == FAILED:
+                    halt.stop()
             results.put_nowait(result)
 
     workers = [asyncio.create_task(worker()) for _ in range(min(jobs, len(tenants)))]
@@ -162,7 +195,7 @@ async def upgrade_fleet(
     *,
     jobs: int = DEFAULT_JOBS,
     fail_fast: bool = False,
-    stop: asyncio.Event | None = None,
+    stop: Stop | None = None,
     steps: int | None = None,
     to: str | None = None,
     out_of_order: bool = False,
@@ -201,7 +234,7 @@ async def downgrade_fleet(
     *,
     jobs: int = DEFAULT_JOBS,
     fail_fast: bool = False,
-    stop: asyncio.Event | None = None,
+    stop: Stop | None = None,
     steps: int | None = None,
     to: str | None = None,
     all: bool = False,

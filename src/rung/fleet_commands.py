@@ -38,7 +38,7 @@ async def up(ctx: Context) -> int:
         ctx.migrations,
         jobs=_jobs(ctx),
         fail_fast=a.fail_fast,
-        stop=(stop := asyncio.Event()),
+        stop=(stop := fleet.Stop()),
         steps=a.n,
         to=ctx.target(a.to),
         out_of_order=a.out_of_order,
@@ -60,7 +60,7 @@ async def down(ctx: Context) -> int:
         ctx.migrations,
         jobs=_jobs(ctx),
         fail_fast=a.fail_fast,
-        stop=(stop := asyncio.Event()),
+        stop=(stop := fleet.Stop()),
         steps=a.n,
         to=ctx.target(a.to),
         all=a.all,
@@ -150,7 +150,7 @@ async def drift(ctx: Context) -> int:
         )
         return [str(d) for d in report.differences]
 
-    stop = asyncio.Event()
+    stop = fleet.Stop()
     results = fleet.each(tenants, work, jobs=_jobs(ctx), stop=stop, pooler=ctx.cfg.pooler)
     code = await _run(ctx, tenants, results, stop, "", _differences)
     return code
@@ -182,7 +182,7 @@ async def _run(
     ctx: Context,
     tenants: list[Tenant],
     results: AsyncIterator[fleet.TenantResult[Any]],
-    stop: asyncio.Event,
+    stop: fleet.Stop,
     verb: str,
     describe: Callable[[fleet.TenantResult[Any]], tuple[str, dict[str, Any]]],
 ) -> int:
@@ -203,7 +203,8 @@ async def _run(
     report.summary()
     if report.interrupted:
         return INTERRUPTED
-    return 1 if report.failed or report.counts[fleet.NOT_STARTED] or drifted else 0
+    stopped = report.counts[fleet.NOT_STARTED] + report.counts[fleet.CANCELLED]
+    return 1 if report.failed or stopped or drifted else 0
 
 
 def _row(r: fleet.TenantResult[Any]) -> dict[str, Any]:
@@ -222,7 +223,7 @@ class Report:
 
     def __init__(self, out: output.Output, total: int, *, lines: bool, jobs: int = 1) -> None:
         self.out, self.total, self.lines, self.jobs = out, total, lines, jobs
-        self.counts = {fleet.DONE: 0, fleet.FAILED: 0, fleet.NOT_STARTED: 0}
+        self.counts = {fleet.DONE: 0, fleet.FAILED: 0, fleet.CANCELLED: 0, fleet.NOT_STARTED: 0}
         self.errors: list[tuple[str, str]] = []
         self.interrupted = False  # by Ctrl-C
         self.started = time.monotonic()
@@ -239,14 +240,15 @@ class Report:
         self.counts[r.outcome] += 1
         if r.outcome == fleet.FAILED:
             self.errors.append((r.tenant.name, r.error or ""))
-        if self.lines and (r.outcome == fleet.FAILED or not self.live):
-            word = {fleet.DONE: "ok", fleet.FAILED: "failed"}.get(r.outcome, r.outcome)
-            detail = r.error if r.outcome == fleet.FAILED else text
+        bad = r.outcome in (fleet.FAILED, fleet.CANCELLED)
+        if self.lines and (bad or not self.live):
+            word = "ok" if r.ok else r.outcome
+            detail = r.error if bad else text
             line = f"{word:<11} {r.tenant.name}" + (f": {detail}" if detail else "")
             if r.outcome == fleet.DONE:
                 line += f" ({output.duration(r.duration_ms)})"
             self._clear()
-            if r.outcome == fleet.FAILED:
+            if bad:
                 self.out.result(self.out.paint(line, "red"))
             else:
                 self.out.note(line)
@@ -256,7 +258,7 @@ class Report:
         self.interrupted = True
         self._clear()
         if second:
-            self.out.note("cancelling the running tenants: each rolls back as a single run does")
+            self.out.note("cancelling the running tenants: each rolls back as an interrupted run")
         else:
             self.out.note(
                 "stopping: no new tenant starts, the running ones finish (Ctrl-C again "
@@ -300,25 +302,24 @@ class Report:
         )
         if self.interrupted:
             self.out.warn(
-                "interrupted: the tenants not started are as they were; run again to go on"
+                "interrupted: the tenants not started are as they were, and each cancelled one "
+                "as an interrupted single run leaves it; run the same command again to go on"
             )
         elif self.failed or self.counts[fleet.NOT_STARTED]:
             self.out.note("run the same command again to resume: only pending work runs")
 
 
 @contextmanager
-def _interruptible(stop: asyncio.Event, report: Report) -> Iterator[None]:
-    """Ctrl-C: the first sets ``stop``, the second cancels the command (and its tenants)."""
+def _interruptible(stop: fleet.Stop, report: Report) -> Iterator[None]:
+    """Ctrl-C: the first stops the fleet, the second cancels its running tenants."""
     loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
 
     def interrupted() -> None:
-        if not stop.is_set():
-            stop.set()
-            report.stopping(second=False)
-        elif task is not None:
-            report.stopping(second=True)
-            task.cancel()
+        report.stopping(second=stop.stopped)
+        if stop.stopped:
+            stop.cancel()
+        else:
+            stop.stop()
 
     try:
         loop.add_signal_handler(signal.SIGINT, interrupted)
