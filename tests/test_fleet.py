@@ -75,7 +75,7 @@ def test_sqlite_fleet_goes_on_past_a_broken_tenant_and_resumes(tmp_path: Path) -
     assert broken["outcome"] == "failed"
     assert "this tenant is broken" in str(broken["error"])
     assert broken["error_type"] == "MigrationFailed"
-    assert first.json()["counts"] == {"done": 3, "failed": 1, "not started": 0}
+    assert first.json()["counts"] == {"done": 3, "failed": 1, "cancelled": 0, "not started": 0}
     assert tables(f"sqlite:///{folder / 'b_broken.db'}") == {
         "rung_migrations_lock"
     }  # all or nothing
