@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import os
 import time
@@ -25,11 +26,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rung import api
 from rung import config as configuration
-from rung.dialects import backend_named
+from rung.dialects import backend_named, dialect_named
 from rung.errors import RungError, UsageError, clip
 from rung.failures import one_line
 from rung.history import DEFAULT_TABLE
 from rung.lock import DEFAULT_LEASE
+from rung.migration import Migration
 from rung.passwords import mask
 from rung.plan import MigrationState, states
 from rung.registry import Migrations, migrations_of
@@ -39,7 +41,6 @@ from rung.tenants import Tenant, engine_for, find
 T = TypeVar("T")
 DEFAULT_JOBS = 8
 DONE, FAILED, CANCELLED, NOT_STARTED = "done", "failed", "cancelled", "not started"
-CANCELLED_ERROR = "cancelled while it ran: rolled back as an interrupted single run is"
 Tenants = str | Iterable[str | Tenant]
 
 
@@ -79,7 +80,9 @@ class Stop:
         for task in self._running:
             task.cancel()
 
-    async def run(self, tenant: Tenant, work: Awaitable[TenantResult[T]]) -> TenantResult[T]:
+    async def run(
+        self, tenant: Tenant, work: Awaitable[TenantResult[T]], kept: Kept | None, pooler: bool
+    ) -> TenantResult[T]:
         task = asyncio.ensure_future(work)
         self._running.add(task)
         try:
@@ -87,9 +90,17 @@ class Stop:
         except asyncio.CancelledError:
             if not (self.cancelled and task.cancelled()):
                 raise
-            return TenantResult(tenant, CANCELLED, error=CANCELLED_ERROR, kind="CancelledError")
         finally:
             self._running.discard(task)
+        # Cancelled before its commit, a run is rolled back; after it (while it freed its
+        # lock), it is kept. Only the database can say which.
+        found = await _one(tenant, kept, pooler) if kept else None
+        now = found.value if found and found.ok else "what it kept could not be read"
+        error = f"cancelled while it ran; {now}"
+        return TenantResult(tenant, CANCELLED, error=error, kind="CancelledError")
+
+
+Kept = Callable[[Tenant, AsyncEngine], Awaitable[str]]
 
 
 async def each(
@@ -100,8 +111,10 @@ async def each(
     fail_fast: bool = False,
     stop: Stop | None = None,
     pooler: bool = False,
+    kept: Kept | None = None,
 ) -> AsyncIterator[TenantResult[T]]:
-    """``work`` on every tenant, ``jobs`` at a time; each result as it comes."""
+    """``work`` on every tenant, ``jobs`` at a time; each result as it comes. ``kept`` says
+    what a tenant holds after its work was cancelled."""
     if jobs < 1:
         raise UsageError(f"jobs must be 1 or more, not {jobs}; pass --jobs N")
     halt = stop or Stop()
@@ -113,7 +126,7 @@ async def each(
             if halt.stopped:
                 result: TenantResult[T] = TenantResult(tenant, NOT_STARTED)
             else:
-                result = await halt.run(tenant, _one(tenant, work, pooler))
+                result = await halt.run(tenant, _one(tenant, work, pooler), kept, pooler)
                 if fail_fast and result.outcome == FAILED:
                     halt.stop()
             results.put_nowait(result)
@@ -210,6 +223,7 @@ async def upgrade_fleet(
     migrations = migrations_of(migrator)
 
     async def work(tenant: Tenant, engine: AsyncEngine) -> list[Executed]:
+        located(engine, must_exist=False)
         return await api.upgrade(
             engine,
             migrations,
@@ -224,7 +238,10 @@ async def upgrade_fleet(
         )
 
     found = await resolve(tenants)
-    async for result in each(found, work, jobs=jobs, fail_fast=fail_fast, stop=stop, pooler=pooler):
+    holds = functools.partial(_holds, migrations, table)
+    async for result in each(
+        found, work, jobs=jobs, fail_fast=fail_fast, stop=stop, pooler=pooler, kept=holds
+    ):
         yield result
 
 
@@ -248,6 +265,7 @@ async def downgrade_fleet(
     migrations = migrations_of(migrator)
 
     async def work(tenant: Tenant, engine: AsyncEngine) -> list[Executed]:
+        located(engine, must_exist=True)  # reverting never makes a SQLite file
         return await api.downgrade(
             engine,
             migrations,
@@ -262,7 +280,10 @@ async def downgrade_fleet(
         )
 
     found = await resolve(tenants)
-    async for result in each(found, work, jobs=jobs, fail_fast=fail_fast, stop=stop, pooler=pooler):
+    holds = functools.partial(_holds, migrations, table)
+    async for result in each(
+        found, work, jobs=jobs, fail_fast=fail_fast, stop=stop, pooler=pooler, kept=holds
+    ):
         yield result
 
 
@@ -288,6 +309,22 @@ async def status_fleet(
     found = await resolve(tenants)
     async for result in each(found, work, jobs=jobs, pooler=pooler):
         yield result
+
+
+async def _holds(
+    migrations: Sequence[Migration], table: str, tenant: Tenant, engine: AsyncEngine
+) -> str:
+    """What ``engine``'s tenant holds: its newest applied migration and how many are
+    pending (the planner's own words are in ``rung status``)."""
+    found = await api.status(engine, migrations, table=table)
+    newest = newest_applied(found)
+    pending = sum(s.state.value == "pending" for s in found)
+    return f"it holds {newest or 'nothing applied'} now, with {pending} pending"
+
+
+def located(engine: AsyncEngine, *, must_exist: bool) -> None:
+    """Refuse a SQLite tenant whose folder (or, with ``must_exist``, file) is not there."""
+    dialect_named(engine.dialect.name).check_location(engine.url, must_exist=must_exist)
 
 
 def newest_applied(states: Sequence[MigrationState]) -> str | None:

@@ -140,6 +140,7 @@ async def drift(ctx: Context) -> int:
     exclude = (*ctx.cfg.exclude, *(ctx.args.exclude or ()))
 
     async def work(tenant: Tenant, engine: AsyncEngine) -> list[str]:
+        fleet.located(engine, must_exist=True)
         report = await drift_of(
             engine,
             ctx.migrations,
