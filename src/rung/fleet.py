@@ -36,7 +36,7 @@ from rung.passwords import mask
 from rung.plan import MigrationState, states
 from rung.registry import Migrations, migrations_of
 from rung.runner import DEFAULT_LOCK_TIMEOUT, Executed
-from rung.tenants import Tenant, engine_for, find
+from rung.tenants import Tenant, engine_for, find, own_history
 
 T = TypeVar("T")
 DEFAULT_JOBS = 8
@@ -47,14 +47,14 @@ Tenants = str | Iterable[str | Tenant]
 @dataclass(frozen=True)
 class TenantResult(Generic[T]):
     """What happened to one tenant: ``done`` with its ``value`` (what ran, its states),
-    ``failed`` with the one-line ``error`` (and its class, ``kind``), ``cancelled`` or
+    ``failed`` with the one-line ``error`` (and its class's name, ``error_type``), ``cancelled`` or
     ``not started``."""
 
     tenant: Tenant
     outcome: str
     value: T | None = None
     error: str | None = None
-    kind: str | None = None
+    error_type: str | None = None
     duration_ms: float = 0.0
 
     @property
@@ -97,7 +97,7 @@ class Stop:
         found = await _one(tenant, kept, pooler) if kept else None
         now = found.value if found and found.ok else "what it kept could not be read"
         error = f"cancelled while it ran; {now}"
-        return TenantResult(tenant, CANCELLED, error=error, kind="CancelledError")
+        return TenantResult(tenant, CANCELLED, error=error, error_type="CancelledError")
 
 
 Kept = Callable[[Tenant, AsyncEngine], Awaitable[str]]
@@ -171,22 +171,11 @@ async def _one(
             value = await work(tenant, engine)
         finally:
             await engine.dispose()
-    except RungError as exc:
-        return TenantResult(
-            tenant, FAILED, error=_shown(exc.message, tenant), kind=_kind(exc), duration_ms=ms()
-        )
-    except Exception as exc:  # one tenant's surprise is that tenant's failure, not the fleet's
-        text = _shown(f"unexpected {type(exc).__name__}: {one_line(exc)}", tenant)
-        return TenantResult(tenant, FAILED, error=text, kind=_kind(exc), duration_ms=ms())
+    except Exception as exc:  # one tenant's failure, not the fleet's
+        text = one_line(exc) if isinstance(exc, RungError) else f"unexpected {one_line(exc)}"
+        error = clip(mask(text, tenant.url), 1000)
+        return TenantResult(tenant, FAILED, None, error, type(exc).__name__, ms())
     return TenantResult(tenant, DONE, value, duration_ms=ms())
-
-
-def _shown(text: str, tenant: Tenant) -> str:
-    return clip(mask(text, tenant.url), 1000)
-
-
-def _kind(exc: BaseException) -> str:
-    return type(exc).__name__
 
 
 async def resolve(tenants: Tenants) -> list[Tenant]:
@@ -224,6 +213,8 @@ async def upgrade_fleet(
 
     async def work(tenant: Tenant, engine: AsyncEngine) -> list[Executed]:
         located(engine, must_exist=False)
+        if tenant.schema:
+            await own_history(engine, tenant, table, make=True)
         return await api.upgrade(
             engine,
             migrations,
@@ -266,6 +257,8 @@ async def downgrade_fleet(
 
     async def work(tenant: Tenant, engine: AsyncEngine) -> list[Executed]:
         located(engine, must_exist=True)  # reverting never makes a SQLite file
+        if tenant.schema and not await own_history(engine, tenant, table, make=False):
+            return []
         return await api.downgrade(
             engine,
             migrations,
@@ -303,6 +296,8 @@ async def status_fleet(
         backend = backend_named(engine.url.get_backend_name())
         path = engine.url.database
         if backend and backend.file_based and path and not Path(path).exists():
+            return states(migrations, [])
+        if tenant.schema and not await own_history(engine, tenant, table, make=False):
             return states(migrations, [])
         return await api.status(engine, migrations, table=table)
 

@@ -2,8 +2,8 @@
 their display. On a terminal, one line kept up to date (done, failed, running, pending,
 rate, ETA) and a line per failed tenant above it; elsewhere, one line per finished tenant.
 Then a summary; ``--json``: every tenant's result. Exit 1 when any tenant failed, 130
-after Ctrl-C: the first starts no new tenant and lets the running ones finish (or roll
-back), the second cancels them, and each rolls back as a single run does.
+after Ctrl-C: the first starts no new tenant and lets the running ones finish, the second
+cancels them, each as an interrupted single run, and says what its database kept.
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def _row(r: fleet.TenantResult[Any]) -> dict[str, Any]:
         "schema": r.tenant.schema,
         "outcome": r.outcome,
         "error": r.error,
-        "error_type": r.kind,
+        "error_type": r.error_type,
         "duration_ms": r.duration_ms,
     }
 
@@ -259,7 +259,7 @@ class Report:
         self.interrupted = True
         self._clear()
         if second:
-            self.out.note("cancelling the running tenants: each rolls back as an interrupted run")
+            self.out.note("cancelling the running tenants; each says what its database kept")
         else:
             self.out.note(
                 "stopping: no new tenant starts, the running ones finish (Ctrl-C again "

@@ -23,7 +23,9 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rung.connection import create_engine, parse_url
+from rung.dialects import dialect_named
 from rung.errors import ConfigError
+from rung.history import History
 from rung.passwords import mask
 
 SCHEMAS = "schemas:"
@@ -149,6 +151,41 @@ def engine_for(tenant: Tenant, *, pooler: bool = False) -> AsyncEngine:
         record.info["rung_tenant"] = tenant.name
 
     return engine
+
+
+async def own_history(engine: AsyncEngine, tenant: Tenant, table: str, *, make: bool) -> bool:
+    """Whether a schema tenant has rung's tables in its own schema; with ``make``, create
+    those missing first. Rung finds its tables by visibility on the search_path, where
+    ``public``'s (a database migrated by rung in ``public``) would otherwise stand in for
+    a tenant's that do not exist yet."""
+    assert tenant.schema is not None
+    history = History(table, dialect_named(engine.dialect.name))
+    quote = engine.dialect.identifier_preparer.quote
+    tables = [history.table, history.meta, history.lock]
+    names = {t.name: f"{quote(tenant.schema)}.{quote(t.name)}" for t in tables}
+    async with engine.connect() as conn:
+        for attempt in range(2):
+            found = {
+                name
+                for name, qualified in names.items()
+                if await conn.scalar(sa.text("SELECT to_regclass(:n)"), {"n": qualified})
+            }
+            await conn.rollback()
+            if not make or len(found) == len(tables):
+                return history.name in found
+            try:  # schema_translate_map puts them in the tenant's schema
+                async with conn.begin():
+                    missing = [t for t in tables if t.name not in found]
+                    await conn.run_sync(_create, missing)
+            except sa.exc.DBAPIError:  # another run made them at the same moment
+                if attempt:
+                    raise
+    return True
+
+
+def _create(conn: sa.Connection, tables: list[sa.Table]) -> None:
+    for table in tables:
+        table.create(conn, checkfirst=False)  # checkfirst would see public's
 
 
 async def _from_section(section: Mapping[str, Any], *, url: str, root: Path) -> list[Tenant]:
