@@ -22,11 +22,10 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from rung.connection import create_engine, parse_url
+from rung.connection import connect, create_engine, parse_url
 from rung.dialects import dialect_named
 from rung.errors import ConfigError
 from rung.history import History
-from rung.passwords import mask
 
 SCHEMAS = "schemas:"
 FLEET_KEYS = ("urls", "files", "schemas", "jobs")  # [tool.rung.fleet]
@@ -108,14 +107,8 @@ async def schemas(url: str, pattern: str, what: str) -> list[Tenant]:
         )
     engine = create_engine(parsed)
     try:
-        async with engine.connect() as conn:
+        async with connect(engine) as conn:  # an unreachable server is named as such
             names = list((await conn.execute(_SCHEMA_NAMES)).scalars())
-    except sa.exc.DBAPIError as exc:
-        problem = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        shown = parsed.render_as_string(hide_password=True)
-        raise ConfigError(
-            mask(f"cannot list the schemas of {shown} ({problem}); check the URL", url)
-        ) from None
     finally:
         await engine.dispose()
     matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
