@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import shutil
 import subprocess
@@ -173,6 +174,7 @@ RUNG = [sys.executable, "-m", "rung"]
 
 
 async def _admin(url: str, *statements: str) -> None:
+    logging.getLogger("asyncmy").setLevel(logging.ERROR)  # DROP ... IF EXISTS notes
     engine = rung.create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         async with engine.connect() as conn:

@@ -92,6 +92,17 @@ def test_sqlite_fleet_goes_on_past_a_broken_tenant_and_resumes(tmp_path: Path) -
     assert status.json()["groups"] == [{"newest": project.names[-1], "tenants": 4}]
 
 
+def test_fail_fast_starts_no_tenant_after_a_failure(tmp_path: Path) -> None:
+    project = fleet_project(tmp_path)
+    (project.root / "tenants").mkdir()
+    for name in ("a.db", "b_broken.db", "c.db", "d.db"):
+        (project.root / "tenants" / name).touch()
+    result = project.rung("up", "--fleet", "tenants/*.db", "--jobs", "1", "--fail-fast")
+    assert result.code == 1, result.text
+    assert "fleet of 4 tenants: 1 done, 1 failed, 2 not started" in result.out
+    assert tables(f"sqlite:///{project.root / 'tenants' / 'c.db'}") == set()
+
+
 def test_a_fleet_never_shows_a_password_and_names_the_unreachable(tmp_path: Path) -> None:
     project = fleet_project(tmp_path)
     (project.root / "tenants.txt").write_text(

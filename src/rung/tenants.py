@@ -105,6 +105,7 @@ async def schemas(url: str, pattern: str, what: str) -> list[Tenant]:
             f"{parsed.get_backend_name()}; set --url or DATABASE_URL to the database holding "
             "the schemas"
         )
+    _asyncpg(parsed)
     engine = create_engine(parsed)
     try:
         async with connect(engine) as conn:  # an unreachable server is named as such
@@ -128,14 +129,10 @@ def engine_for(tenant: Tenant, *, pooler: bool = False) -> AsyncEngine:
     if tenant.schema is None:
         engine = create_engine(url, pooler=pooler)
     else:
+        _asyncpg(url)
         quoted = '"' + tenant.schema.replace('"', '""') + '"'
-        path = f"{quoted}, public"
-        args: dict[str, Any] = (
-            {"server_settings": {"search_path": path}}
-            if url.get_driver_name() == "asyncpg"
-            else {"options": f"-c search_path={path}"}
-        )
-        engine = create_engine(url, pooler=pooler, connect_args=args).execution_options(
+        settings = {"server_settings": {"search_path": f"{quoted}, public"}}
+        engine = create_engine(url, pooler=pooler, connect_args=settings).execution_options(
             schema_translate_map={None: tenant.schema}
         )
 
@@ -174,6 +171,14 @@ async def own_history(engine: AsyncEngine, tenant: Tenant, table: str, *, make: 
                 if attempt:
                     raise
     return True
+
+
+def _asyncpg(url: sa.URL) -> None:
+    if url.get_driver_name() != "asyncpg":
+        raise ConfigError(
+            f"a fleet of schemas sets the search_path through asyncpg, and the URL names "
+            f"{url.get_driver_name()}; write it as postgresql:// or postgresql+asyncpg://"
+        )
 
 
 def _create(conn: sa.Connection, tables: list[sa.Table]) -> None:
