@@ -32,6 +32,7 @@ INTERRUPTED = 130
 async def up(ctx: Context) -> int:
     a, c = ctx.args, ctx.cfg
     _refuse(ctx, "dry_run", "check_drift", "strict")
+    ctx.warn_unregistered()
     tenants = await _tenants(ctx)
     results = fleet.upgrade_fleet(
         tenants,
@@ -76,6 +77,7 @@ async def down(ctx: Context) -> int:
 async def status(ctx: Context) -> int:
     from rung.plan import outstanding
 
+    ctx.warn_unregistered()
     tenants = await _tenants(ctx)
     names = [m.name for m in ctx.migrations]
     results = fleet.status_fleet(
