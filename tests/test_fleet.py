@@ -30,9 +30,9 @@ await conn.execute(text("CREATE TABLE seen (tenant VARCHAR(200))"))
 await conn.execute(text("INSERT INTO seen VALUES (:t)"), {"t": conn.info.get("rung_tenant")})
 """
 BREAK = """
+await conn.execute(text("CREATE TABLE later (id INTEGER)"))
 if "broken" in conn.info.get("rung_tenant", ""):
     raise RuntimeError("this tenant is broken")
-await conn.execute(text("CREATE TABLE later (id INTEGER)"))
 """
 
 
@@ -45,6 +45,11 @@ def fleet_project(tmp_path: Path, url: str = "sqlite+aiosqlite:///unused.db") ->
 
 def by_tenant(result_json: Any) -> dict[str, dict[str, Any]]:
     return {t["tenant"]: t for t in result_json["tenants"]}
+
+
+def shown(url: str) -> str:
+    """A tenant's name: its URL with the driver named and the password masked."""
+    return sa.make_url(url).render_as_string(hide_password=True)
 
 
 def tables(url: str) -> set[str]:
@@ -259,14 +264,20 @@ def test_mariadb_databases_with_one_failing_part_way(
     }
     assert sorted(outcomes.values()) == ["done", "done", "failed"]
     assert next(n for n, o in outcomes.items() if o == "failed").startswith("rung_t_broken_")
-    # MariaDB committed the first migration of the broken tenant: it stays applied
-    assert "seen" in tables(mariadb_databases[1])
-    assert "later" not in tables(mariadb_databases[1])
+    # MariaDB committed the first migration, and the DDL of the second, of the broken one
+    assert {"seen", "later"} <= tables(mariadb_databases[1])
 
     status = project.rung("status", "--fleet", "tenants.txt")
     assert status.code == 0, status.text
     assert f"      2  {project.names[-1]} (up to date)" in status.out
     assert f"      1  {project.names[0]} (1 pending)" in status.out
+    assert f"needs attention: {shown(mariadb_databases[1])}: {project.names[1]} failed" in (
+        status.out
+    )
+    again = project.rung("up", "--fleet", "tenants.txt", "--json")  # refused until repaired
+    assert again.code == 1, again.text
+    refused = by_tenant(again.json())[shown(mariadb_databases[1])]
+    assert refused["error_type"] == "NeedsRepair" and "rung repair" in refused["error"]
 
 
 @pytest.mark.parametrize("presses", [1, 2])
