@@ -308,11 +308,17 @@ def test_ctrl_c_starts_no_new_tenant_and_a_second_cancels_the_running(
     for _ in range(presses):
         proc.send_signal(signal.SIGINT)
         time.sleep(0.05)
-    rest, err = proc.communicate(timeout=60)
+    # Not communicate(): it reads the pipe itself, and would lose what readline buffered.
+    rest = proc.stdout.read()
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    proc.stdout.close()
+    proc.stderr.close()
     assert proc.returncode == 130, first + rest + err
     lines = (first + rest).splitlines()
     outcomes = {line[12:].split(":")[0]: line[:11].strip() for line in lines if line[11:12] == " "}
-    assert len(outcomes) == 8 and "interrupted" in err, lines
+    assert len(outcomes) == 8 and "interrupted" in err, first + rest + err
     running = [t for t, o in outcomes.items() if o == ("ok" if presses == 1 else "cancelled")]
     assert len(running) >= 1 and outcomes[first[12:].split(":")[0]] == "ok", lines
     errors = {line[12:].split(":")[0]: line for line in lines if line.startswith("cancelled")}
