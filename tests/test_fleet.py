@@ -96,6 +96,15 @@ def test_sqlite_fleet_goes_on_past_a_broken_tenant_and_resumes(tmp_path: Path) -
     assert status.code == 0, status.text
     assert status.json()["groups"] == [{"newest": project.names[-1], "tenants": 4}]
 
+    down = project.rung("down", "--fleet", "tenants/*.db", "--all", "--json")
+    assert down.code == 0, down.text
+    reverted = {t: [m["name"] for m in r["migrations"]] for t, r in by_tenant(down.json()).items()}
+    assert reverted == {t: project.names[::-1] for t in found if "broken" not in t} | {
+        "tenants/b_mended.db": project.names[::-1]
+    }
+    own = {"rung_migrations", "rung_migrations_meta", "rung_migrations_lock"}
+    assert tables(f"sqlite:///{folder / 'c.db'}") == own  # only rung's own tables are left
+
 
 def test_fail_fast_starts_no_tenant_after_a_failure(tmp_path: Path) -> None:
     project = fleet_project(tmp_path)
