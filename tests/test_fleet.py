@@ -381,3 +381,16 @@ def test_drift_names_the_tenant_changed_by_hand_and_verify_runs_once(tmp_path: P
     verify = project.rung("verify", "--fleet", "tenants/*.db")
     assert verify.code == 2
     assert "run it once, with --url set to one tenant's database" in verify.err
+
+
+def test_a_warning_during_a_fleet_names_its_tenant(tmp_path: Path) -> None:
+    project = fleet_project(tmp_path)
+    (project.root / "tenants").mkdir()
+    for name in ("a.db", "b.db"):
+        (project.root / "tenants" / name).touch()
+    assert project.rung("up", "--fleet", "tenants/*.db").code == 0
+    project.register(project.names[:1])  # an older release: the newest is unknown to it
+    result = project.rung("up", "--fleet", "tenants/*.db")
+    assert result.code == 0, result.text
+    for tenant in ("tenants/a.db", "tenants/b.db"):
+        assert f"rung: warning: {tenant}: " in result.err, result.err

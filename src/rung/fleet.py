@@ -145,14 +145,14 @@ class _Named(logging.Filter):
     """Prefixes what the ``rung`` logger says during a tenant's run with that tenant."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        name = _tenant.get()
-        if name is not None and not getattr(record, "rung_tenant", None):
-            record.msg, record.args = f"{name}: {record.getMessage()}", ()
-            record.rung_tenant = name
+        tenant = _tenant.get()
+        if tenant is not None and not getattr(record, "rung_tenant", None):
+            text = mask(f"{tenant.name}: {record.getMessage()}", tenant.url)
+            record.msg, record.args, record.rung_tenant = text, (), tenant.name
         return True
 
 
-_tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar("rung_tenant", default=None)
+_tenant: contextvars.ContextVar[Tenant | None] = contextvars.ContextVar("tenant", default=None)
 logging.getLogger("rung").addFilter(_Named())
 
 
@@ -160,7 +160,7 @@ async def _one(
     tenant: Tenant, work: Callable[[Tenant, AsyncEngine], Awaitable[T]], pooler: bool
 ) -> TenantResult[T]:
     started = time.perf_counter()
-    _tenant.set(tenant.name)  # in this worker's task only
+    _tenant.set(tenant)  # in this tenant's task only
 
     def ms() -> float:
         return round((time.perf_counter() - started) * 1000, 3)
