@@ -80,6 +80,7 @@ KINDS = (
     ("app", "FastAPI("),
     ("migration", "async def up("),
     ("registry", "class Migrator"),
+    ("fleet", "rung.upgrade_fleet("),
     ("calls", "await rung."),
     ("logging", "logging.basicConfig("),
 )
@@ -297,6 +298,27 @@ def test_api_call_examples_run(block: Block, db_url: str, tmp_path: Path) -> Non
 
     result = in_process(call, project.root)
     assert result.code == 0, result.text
+
+
+@pytest.mark.parametrize("block", python_blocks("fleet"), ids=lambda b: b.where)
+def test_fleet_examples_run(block: Block, tmp_path: Path) -> None:
+    """On the SQLite files its glob names; every tenant ends up migrated."""
+    project = app_project(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}")
+    tenants = project.root / "data" / "tenants"
+    tenants.mkdir(parents=True)
+    for name in ("acme.db", "globex.db"):
+        (tenants / name).touch()
+    code = "async def example():\n" + textwrap.indent(block.body, "    ")
+
+    def call() -> None:
+        sys.path.insert(0, str(project.root))
+        namespace: dict[str, Any] = {}
+        exec(compile(code, block.where, "exec"), namespace)
+        asyncio.run(namespace["example"]())
+
+    result = in_process(call, project.root)
+    assert result.code == 0, result.text
+    assert result.out.count("applied ['m20261125_000001_create_todos_table',") == 2, result.out
 
 
 async def _with_engine(example: Callable[[AsyncEngine], Awaitable[None]], url: str) -> None:

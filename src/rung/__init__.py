@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         verify,
     )
     from rung.connection import create_engine
+    from rung.fleet import upgrade_fleet
     from rung.migration import Migration
     from rung.plan import MigrationState, State
     from rung.runner import Executed
@@ -51,6 +52,7 @@ __all__ = [
     "status",
     "unlock",
     "upgrade",
+    "upgrade_fleet",
     "verify",
 ]
 __version__ = "0.2.0"
@@ -63,6 +65,7 @@ _HOMES = {
     "State": "rung.plan",
     "create_engine": "rung.connection",
     "errors": "rung.errors",
+    "upgrade_fleet": "rung.fleet",
     **{
         name: "rung.api"
         for name in (

@@ -57,15 +57,18 @@ async def upgrade(
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     lock_lease: float = DEFAULT_LEASE,
     per_migration: bool = False,
+    snapshot: bool = True,
 ) -> list[Executed]:
     """Apply pending migrations in registry order (all, ``steps`` of them, or up to and
-    including ``to``); return what was applied. Nothing pending: ``[]``."""
+    including ``to``); return what was applied. Nothing pending: ``[]``. ``snapshot=False``
+    stores no schema snapshot for ``drift`` (a fleet of schemas: it would see them all)."""
     if steps is not None and to is not None:
         raise UsageError("give one of steps and to to upgrade, not both")
     settings = Settings(table, lock_timeout, lock_lease, per_migration)
     request = Request(Direction.UP, steps, to, out_of_order)
+    epilogue = _store_snapshot if snapshot else None
     async with _public(engine):
-        return await run(engine, migrations_of(migrator), request, settings, _store_snapshot)
+        return await run(engine, migrations_of(migrator), request, settings, epilogue)
 
 
 async def downgrade(
@@ -79,17 +82,20 @@ async def downgrade(
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     lock_lease: float = DEFAULT_LEASE,
     per_migration: bool = False,
+    snapshot: bool = True,
 ) -> list[Executed]:
     """Revert applied migrations, newest first: one by default, ``steps`` of them, those
-    after ``to`` (which stays applied), or every one with ``all=True``."""
+    after ``to`` (which stays applied), or every one with ``all=True``. ``snapshot``: as
+    ``upgrade``'s."""
     if sum((steps is not None, to is not None, all)) > 1:
         raise UsageError("give one of steps, to and all to downgrade, not several")
     if steps is None and to is None and not all:
         steps = 1
     settings = Settings(table, lock_timeout, lock_lease, per_migration)
     request = Request(Direction.DOWN, steps, to)
+    epilogue = _store_snapshot if snapshot else None
     async with _public(engine):
-        return await run(engine, migrations_of(migrator), request, settings, _store_snapshot)
+        return await run(engine, migrations_of(migrator), request, settings, epilogue)
 
 
 async def status(

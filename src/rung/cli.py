@@ -179,6 +179,12 @@ NEWEST = (("-n", "--steps"), {"dest": "n", "type": _positive, "metavar": "N",
                               "help": "the newest N applied migrations"})
 DRY = (("--dry-run",), {**FLAG, "help": "print the SQL it would run; change nothing"})
 SCRATCH = (("--scratch-url",), {"metavar": "URL", "help": "scratch database (default: temporary)"})
+FLEET = (("--fleet",), {"nargs": "?", "const": "", "metavar": "SPEC",
+                        "help": "every tenant: a file of URLs, a glob of SQLite files, or "
+                                "schemas:PATTERN (no SPEC: [tool.rung.fleet])"})
+JOBS = (("--jobs",), {"type": _positive, "metavar": "N",
+                      "help": "with --fleet: tenants at a time (default 8)"})
+STOP = (("--fail-fast",), {**FLAG, "help": "with --fleet: start no tenant after a failure"})
 OPTIONS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
     "init": [(("dir",), {"nargs": "?", "help": "the project folder (default: here)"})],
     "new": [(("name",), {"help": "what it does, e.g. add_priority_to_todos"})],
@@ -191,6 +197,9 @@ OPTIONS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
         (("--check-drift",), {**FLAG, "help": "first warn of changes made outside rung"}),
         (("--strict",), {**FLAG, "help": "refuse to migrate when --check-drift finds any"}),
         JSON,
+        FLEET,
+        JOBS,
+        STOP,
     ],
     "down": [
         NEWEST,
@@ -199,8 +208,16 @@ OPTIONS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
         DRY,
         SCRATCH,
         JSON,
+        FLEET,
+        JOBS,
+        STOP,
     ],
-    "status": [JSON, (("--exit-code",), {**FLAG, "help": "exit 1 if any is pending or broken"})],
+    "status": [
+        JSON,
+        (("--exit-code",), {**FLAG, "help": "exit 1 if any is pending or broken"}),
+        FLEET,
+        JOBS,
+    ],
     "show": [(("name",), {"help": "the migration (a unique part of its name will do)"}), JSON],
     "fresh": [YES, JSON],
     "refresh": [YES, JSON],
@@ -219,6 +236,7 @@ OPTIONS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
         (("--from",), {"dest": "start_after", "metavar": "NAME", "help": "start after NAME"}),
         (("--fail-fast",), {**FLAG, "help": "stop at the first failure"}),
         JSON,
+        FLEET,
     ],
     "drift": [
         (("--replay",), {**FLAG, "help": "compare with the history replayed on scratch"}),
@@ -227,6 +245,8 @@ OPTIONS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
                           "help": "ignore tables whose names match PATTERN, fnmatch-style "
                                   "(*, ?, [abc]; 'tmp_*'); may be repeated"}),
         JSON,
+        FLEET,
+        JOBS,
     ],
 }
 # fmt: on
@@ -320,6 +340,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
+        return 2
+    if getattr(args, "fleet", None) is None and getattr(args, "jobs", None) is not None:
+        sys.stderr.write(
+            "rung: error: --jobs sets how many tenants run at a time, so it needs --fleet\n"
+            f"rung: hint: see 'rung {args.command} --help'\n"
+        )
         return 2
     exclusive = EXCLUSIVE.get(args.command, {})
     given = [flag for k, flag in exclusive.items() if getattr(args, k) not in (None, False)]

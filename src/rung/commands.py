@@ -199,6 +199,10 @@ def cmd_new(ctx: Context) -> int:
 
 
 async def cmd_up(ctx: Context) -> int:
+    if ctx.args.fleet is not None:
+        from rung import fleet_commands
+
+        return await fleet_commands.up(ctx)
     from rung.api import upgrade
 
     a, c = ctx.args, ctx.cfg
@@ -224,6 +228,10 @@ async def cmd_up(ctx: Context) -> int:
 
 
 async def cmd_down(ctx: Context) -> int:
+    if ctx.args.fleet is not None:
+        from rung import fleet_commands
+
+        return await fleet_commands.down(ctx)
     from rung.api import downgrade
 
     a, c = ctx.args, ctx.cfg
@@ -245,6 +253,10 @@ async def cmd_down(ctx: Context) -> int:
 
 
 async def cmd_status(ctx: Context) -> int:
+    if ctx.args.fleet is not None:
+        from rung import fleet_commands
+
+        return await fleet_commands.status(ctx)
     from rung.api import lock_holder, status
     from rung.plan import outstanding, states
 
@@ -431,6 +443,10 @@ def cmd_check(ctx: Context) -> int:
 
 
 async def cmd_verify(ctx: Context) -> int:
+    if ctx.args.fleet is not None:
+        from rung import fleet_commands
+
+        return await fleet_commands.verify(ctx)
     from rung.api import verify
 
     ctx.out.events = bool(ctx.out.verbose)
@@ -451,6 +467,10 @@ async def cmd_verify(ctx: Context) -> int:
 
 
 async def cmd_drift(ctx: Context) -> int:
+    if ctx.args.fleet is not None:
+        from rung import fleet_commands
+
+        return await fleet_commands.drift(ctx)
     from rung.api import drift
 
     ctx.out.events = bool(ctx.out.verbose)

@@ -51,6 +51,7 @@ PYPROJECT_KEYS = (
     "scratch_url",
     "exclude",
     "numbering",
+    "fleet",  # a table of its own, read by rung.tenants
 )
 NUMBERINGS = ("sequence", "time")  # how 'rung new' numbers a migration within its day
 
