@@ -195,3 +195,17 @@ async def test_drop_everything_leaves_an_empty_schema(backend: str, engine: Asyn
     async with engine.begin() as conn:  # and the same migrations apply again
         for statement in made:
             await conn.execute(sa.text(statement))
+
+
+async def test_has_table_sees_exactly_that_table(backend: str, engine: AsyncEngine) -> None:
+    """rung's own existence check (no inspector cache): the name as given, with its case
+    and odd characters; another name is missing."""
+    dialect = dialect_named(engine.dialect.name)
+    name = "Rung Odd-Table"
+    quoted = engine.dialect.identifier_preparer.quote(name)
+    async with engine.begin() as conn:
+        assert not await conn.run_sync(dialect.has_table, name)
+        await conn.execute(sa.text(f"CREATE TABLE {quoted} (id INTEGER)"))
+        assert await conn.run_sync(dialect.has_table, name)
+        assert not await conn.run_sync(dialect.has_table, "rung odd-table_x")
+        await conn.execute(sa.text(f"DROP TABLE {quoted}"))

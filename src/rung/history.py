@@ -126,7 +126,7 @@ class History:
         )
 
     async def _exists(self, conn: AsyncConnection, name: str) -> bool:
-        return bool(await conn.run_sync(lambda c: sa.inspect(c).has_table(name)))
+        return bool(await conn.run_sync(self.dialect.has_table, name))
 
     async def get_meta(self, conn: AsyncConnection, key: str) -> str | None:
         """The value under ``key``; None when there is none, or no meta table at all."""

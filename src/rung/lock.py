@@ -129,7 +129,7 @@ def _moment(seconds: float) -> datetime:
 
 async def holder(conn: AsyncConnection, history: History) -> Holder | None:
     """The lock's holder as the server sees it now; None when it is free. Only reads."""
-    if not await conn.run_sync(lambda c: sa.inspect(c).has_table(history.lock.name)):
+    if not await conn.run_sync(history.dialect.has_table, history.lock.name):
         return None
     t = history.lock.c
     row = (

@@ -92,6 +92,10 @@ class Dialect(Protocol):
         """Of the statements a failed non-atomic migration completed, those the database
         kept after the rollback; ``failing`` is the statement that raised, if one did."""
 
+    def has_table(self, conn: sa.Connection, name: str) -> bool:
+        """Whether a table ``name`` is visible to ``conn``: one plain query (SQLAlchemy's
+        inspector caches per dialect and schema, which a fleet of tenants would fill)."""
+
     def commits_implicitly(self, sql: str) -> bool:
         """Whether ``sql`` commits the open transaction before it runs (MySQL's DDL)."""
 

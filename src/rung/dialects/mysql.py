@@ -144,6 +144,13 @@ class MySQL:
         )
         return list(statements[: last_commit + 1])
 
+    def has_table(self, conn: sa.Connection, name: str) -> bool:
+        query = sa.text(
+            "SELECT 1 FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :name"
+        )
+        return conn.execute(query, {"name": name}).first() is not None
+
     def commits_implicitly(self, sql: str) -> bool:
         return _IMPLICIT_COMMIT.match(sql) is not None
 

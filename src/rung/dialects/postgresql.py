@@ -123,6 +123,10 @@ class PostgreSQL:
     ) -> list[Statement]:
         return all_kept(statements, in_transaction)
 
+    def has_table(self, conn: sa.Connection, name: str) -> bool:
+        query = sa.text("SELECT to_regclass(quote_ident(:name)) IS NOT NULL")
+        return bool(conn.scalar(query, {"name": name}))
+
     def commits_implicitly(self, sql: str) -> bool:
         return False
 

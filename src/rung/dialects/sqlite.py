@@ -108,6 +108,10 @@ class SQLite:
     ) -> list[Statement]:
         return all_kept(statements, in_transaction)
 
+    def has_table(self, conn: sa.Connection, name: str) -> bool:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return conn.exec_driver_sql(query, (name,)).first() is not None
+
     def commits_implicitly(self, sql: str) -> bool:
         return False
 
