@@ -145,7 +145,7 @@ class History:
             await conn.rollback()
             return
         try:
-            await conn.run_sync(lambda c: self.lock.create(c, checkfirst=True))
+            await conn.run_sync(lambda c: self.lock.create(c, checkfirst=False))
             await conn.commit()
         except sa.exc.DBAPIError:
             await conn.rollback()
@@ -176,7 +176,8 @@ class History:
             )
 
     async def _mark_format(self, conn: AsyncConnection) -> None:
-        await conn.run_sync(lambda c: self.meta.create(c, checkfirst=True))
+        if not await self._exists(conn, self.meta.name):
+            await conn.run_sync(lambda c: self.meta.create(c, checkfirst=False))
         await self.set_meta(conn, "format", str(FORMAT_VERSION))
 
     async def _is_ours(self, conn: AsyncConnection) -> bool:

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from rung.connection import connect, create_engine, parse_url
 from rung.dialects import dialect_named
 from rung.errors import ConfigError
-from rung.history import History
+from rung.history import FORMAT_VERSION, History
 
 SCHEMAS = "schemas:"
 FLEET_KEYS = ("urls", "files", "schemas", "jobs")  # [tool.rung.fleet]
@@ -167,6 +167,8 @@ async def own_history(engine: AsyncEngine, tenant: Tenant, table: str, *, make: 
                 async with conn.begin():
                     missing = [t for t in tables if t.name not in found]
                     await conn.run_sync(_create, missing)
+                    if history.name not in found:  # a format marker, as rung's first run writes
+                        await history.set_meta(conn, "format", str(FORMAT_VERSION))
             except sa.exc.DBAPIError:  # another run made them at the same moment
                 if attempt:
                     raise
