@@ -286,12 +286,12 @@ class Report:
             f"done {self.counts[fleet.DONE]}  failed {self.failed}  running {running}  "
             f"pending {left - running}  {rate:.1f}/s  {eta}"
         )
-        output._put(self.stream, f"\r\033[K{line}")
+        output.put(self.stream, f"\r\033[K{line}")
         self._drawn = True
 
     def _clear(self) -> None:
         if self._drawn:
-            output._put(self.stream, "\r\033[K")
+            output.put(self.stream, "\r\033[K")
             self._drawn = False
 
     def end_line(self) -> None:

@@ -52,7 +52,7 @@ class Output:
 
     def _write(self, stream: IO[str], text: str) -> None:
         self.end_line()
-        _put(stream, mask(text, self.url) + "\n")
+        put(stream, mask(text, self.url) + "\n")
 
     def result(self, text: str, colour: str | None = None) -> None:
         """What the command exists to print (a table, a path): shown even with -q."""
@@ -88,13 +88,13 @@ class Output:
     def started(self, verb: str, name: str) -> None:
         if self.events and not self.quiet:
             self.end_line()
-            _put(self.progress, f"{verb} {name} ... ")
+            put(self.progress, f"{verb} {name} ... ")
             self._open_line = True
 
     def finished(self, ms: float) -> None:
         if self._open_line:
             self._open_line = False
-            _put(self.progress, f"{self.paint('ok', 'green', self.progress)} ({duration(ms)})\n")
+            put(self.progress, f"{self.paint('ok', 'green', self.progress)} ({duration(ms)})\n")
 
     def rolled_back(self, exc: MigrationFailed) -> None:
         """After a failure that rolled back migrations whose line said "ok": say so, so
@@ -110,10 +110,10 @@ class Output:
         """Finish a migration's line left open (with ``word``, e.g. "failed")."""
         if self._open_line:
             self._open_line = False
-            _put(self.progress, (self.paint(word, "red", self.progress) if word else "") + "\n")
+            put(self.progress, (self.paint(word, "red", self.progress) if word else "") + "\n")
 
 
-def _put(stream: IO[str], text: str) -> None:
+def put(stream: IO[str], text: str) -> None:
     """Write and flush. When the reader has gone (``rung up | head -1``), the run must go on
     regardless: a migration stopped half-way over a closed pipe is far worse than lost
     output. The stream is pointed at /dev/null so this and later writes succeed."""
