@@ -40,6 +40,15 @@ NOTHING_SENT = "[]"  # a running mark's journal before its migration sends a sta
 class History:
     """The tracking table named ``table`` (quoted as needed), its meta and lock tables."""
 
+    @classmethod
+    def of(cls, table: str, dialect: Dialect) -> History:
+        """The one ``History`` of this process for ``table`` on ``dialect``: its tables
+        and statements are built once, not for every run (a fleet makes thousands)."""
+        found = _histories.get((table, dialect.name))
+        if found is None or found.dialect is not dialect:
+            found = _histories[table, dialect.name] = cls(table, dialect)
+        return found
+
     def __init__(self, table: str, dialect: Dialect) -> None:
         if not table or len(table) > 58 or "\x00" in table or table != table.strip():
             raise UsageError(
@@ -382,6 +391,9 @@ class History:
                 "run 'rung drift --replay' (the next upgrade or downgrade that changes "
                 "something stores a new one)"
             ) from exc
+
+
+_histories: dict[tuple[str, str], History] = {}  # by table and dialect name: a few
 
 
 def now() -> datetime:

@@ -100,7 +100,7 @@ async def locked(
     is asked while waiting for the lock (``Lease``); ``books.lease.held`` says whether it
     was taken."""
     dialect = dialect_named(engine.dialect.name)
-    history = History(settings.table, dialect)
+    history = History.of(settings.table, dialect)
     async with database_errors(engine, history):
         server = await dialect.server(conn)
         if server.refusal:
@@ -156,7 +156,7 @@ async def run(
 ) -> list[Executed]:
     """Apply or revert what ``request`` asks for; return what ran, in order."""
     dialect = dialect_named(engine.dialect.name)
-    history = History(settings.table, dialect)
+    history = History.of(settings.table, dialect)
     async with connect(engine) as conn:
         async with database_errors(engine, history):
             records = await history.read(conn, journals=False)
