@@ -324,7 +324,9 @@ def _batches(
 
 def states(migrations: Sequence[Migration], history: Sequence[Record]) -> list[MigrationState]:
     """Every registered migration's state in registry order, then the history entries the
-    registry does not know: unknown, or failed or running where that is what they are."""
+    registry does not know: unknown, or failed or running where that is what they are. A
+    mark whose migration sent nothing is no mark (the next run clears it)."""
+    history = [_settled(r) for r in history if not (r.untouched and r.direction == "up")]
     records = {r.name: r for r in history}
     result = []
     for m in migrations:

@@ -144,7 +144,8 @@ def test_a_kill_at_every_statement_boundary_leaves_an_exact_record(
             killed(p, "down", point, "down", "-n", "2")
         held = asyncio.run(effects(db_url))
         found = asyncio.run(records(db_url))
-        at = f"killed {direction} at {point}: {found}, effects {held}"
+        states = p.states()
+        at = f"killed {direction} at {point}: {found}, effects {held}, states {states}"
 
         # Every record says what the database holds: all, nothing, or what it kept and
         # at most the one statement it names as in flight.
@@ -154,6 +155,7 @@ def test_a_kill_at_every_statement_boundary_leaves_an_exact_record(
             state, went, kept, in_flight, journal = found.get(name, ("none", "up", [], None, ""))
             if state == "running" and journal == "[]":  # marked, and nothing sent since
                 assert held[slug] == (0 if went == "up" else len(up)), at
+                assert states[name] == ("pending" if went == "up" else "applied"), at
             elif state == "none":
                 assert held[slug] == 0, at
             elif state == "applied":
