@@ -574,14 +574,22 @@ class _Run:
         await self.history.applied_many(self.conn, rows)
 
     async def _record(
-        self, migration: Migration, direction: Direction, done: Executed, *, exists: bool
+        self,
+        migration: Migration,
+        direction: Direction,
+        done: Executed,
+        *,
+        exists: bool | None,
+        conn: AsyncConnection | None = None,
     ) -> None:
-        """One statement: applied (a new row, or the running mark updated), or reverted."""
-        conn, history = self.conn, self.history
+        """One statement: applied (a new row, or the running mark updated), or reverted.
+        ``exists=None``: the row may or may not be there (a rollback may have taken it)."""
+        conn, history = conn or self.conn, self.history
         if direction is Direction.DOWN:
             await history.remove(conn, migration.name)
-        elif exists:
-            await history.update(
+            return
+        if exists is not False:
+            updated = await history.update(
                 conn,
                 migration.name,
                 checksum=migration.checksum,
@@ -591,15 +599,16 @@ class _Run:
                 error=None,
                 statements=done.statements,
             )
-        else:
-            await history.insert(
-                conn,
-                migration.name,
-                migration.checksum,
-                state="applied",
-                duration_ms=done.duration_ms,
-                statements=done.statements,
-            )
+            if updated or exists:
+                return
+        await history.insert(
+            conn,
+            migration.name,
+            migration.checksum,
+            state="applied",
+            duration_ms=done.duration_ms,
+            statements=done.statements,
+        )
 
     async def _record_failure(
         self,
@@ -619,8 +628,9 @@ class _Run:
         m, history = failed.migration, self.history
         try:
             async with self.books.writing(target):
-                for done in unflushed:
-                    await self._record_again(target, done)
+                for done in unflushed:  # whether or not the rollback took their records
+                    again = next(m for m in self.migrations if m.name == done.name)
+                    await self._record(again, done.direction, done, exists=None, conn=target)
                 if kept or in_flight:
                     values = {
                         "state": "failed",
@@ -644,25 +654,6 @@ class _Run:
             if fresh is not None:
                 await fresh.close()
         return True
-
-    async def _record_again(self, conn: AsyncConnection, done: Executed) -> None:
-        """``done``'s record, whether or not a rollback took it."""
-        history = self.history
-        if done.direction is Direction.DOWN:
-            await history.remove(conn, done.name)
-            return
-        m = next(m for m in self.migrations if m.name == done.name)
-        values = {"state": "applied", "direction": "up", "duration_ms": done.duration_ms}
-        values["checksum"] = m.checksum
-        if not await history.update(conn, done.name, statements=done.statements, **values):
-            await history.insert(
-                conn,
-                done.name,
-                m.checksum,
-                state="applied",
-                duration_ms=done.duration_ms,
-                statements=done.statements,
-            )
 
 
 @asynccontextmanager
