@@ -295,6 +295,8 @@ class _Run:
         """Run the next batch; False when there is none left. The history is read and the
         plan made once, in the first batch's transaction: under the lock no one else
         writes it, and every commit of this run checks that the lock is still its own."""
+        if self._queue == []:  # planned, and all done: no transaction to learn it in
+            return False
         if self._queue and not self._queue[0].atomic:
             if self._queue[0].in_transaction:
                 await self._in_a_row()
