@@ -65,18 +65,19 @@ async def scratch_database(
 
 
 def scratch_engine(url: sa.URL) -> AsyncEngine:
-    """An engine on scratch database ``url`` whose commits do not wait for the disk."""
+    """An engine on scratch database ``url`` whose sessions are set for it (commits that
+    do not wait for the disk)."""
     engine = create_engine(url)
-    statements = dialect_named(url.get_backend_name()).unsynced()
+    statements = dialect_named(url.get_backend_name()).scratch_session()
     if statements:
 
-        def unsynced(dbapi_connection: Any, _: object) -> None:
+        def set_up(dbapi_connection: Any, _: object) -> None:
             cursor = dbapi_connection.cursor()
             for statement in statements:
                 cursor.execute(statement)
             cursor.close()
 
-        sa.event.listen(engine.sync_engine, "connect", unsynced)
+        sa.event.listen(engine.sync_engine, "connect", set_up)
     return engine
 
 

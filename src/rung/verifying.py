@@ -118,6 +118,7 @@ class _RoundTrips:
         self.names = [m.name for m in migrations]
         self.settings = settings
         self.dialect = dialect_named(scratch.dialect.name)
+        self.fingerprints = self.dialect.fingerprints()  # of the work database
         self.history = History(settings.table, self.dialect)
         self.stack = stack  # where the reference database is dropped, on the way out
         self.reference: AsyncEngine | None = None
@@ -176,7 +177,7 @@ class _RoundTrips:
         # schema again after each change, a cost that grows with the schema
         conn = (await self.open()).conn
         try:
-            return await conn.run_sync(self.dialect.fingerprint)
+            return await conn.run_sync(self.fingerprints)
         finally:
             await conn.rollback()
 
@@ -224,6 +225,7 @@ class _RoundTrips:
             self.work = scratch_engine(self.url)
             await self.up(to=name)
         self.rebuilt.append(name)
+        self.fingerprints = self.dialect.fingerprints()  # another database
         return await self.fingerprint()
 
     # -- the checks ------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -121,9 +121,9 @@ class Dialect(Protocol):
     async def drop_database(self, url: sa.URL) -> None:
         """Drop the database ``url`` names if it exists, with whatever ``scratch_url`` made."""
 
-    def unsynced(self) -> tuple[str, ...]:
-        """Statements that let a session of a scratch database commit without waiting for
-        the disk (what a crash would lose is thrown away anyway)."""
+    def scratch_session(self) -> tuple[str, ...]:
+        """Statements that set up a session of a scratch database: commits that do not
+        wait for the disk (what a crash would lose is thrown away anyway)."""
 
     async def copy_database(self, source: sa.URL, target: sa.URL) -> None:
         """Make ``target`` a copy of ``source`` (to neither is a connection open), in place
@@ -136,15 +136,19 @@ class Dialect(Protocol):
         every object a migration can make, in a number of queries that does not grow with
         the number of tables, normalised so that equal schemas give equal snapshots."""
 
-    def fingerprint(self, conn: sa.Connection) -> str:
-        """A digest of what ``read_schema`` reads, cheaper to take than a snapshot: two
-        equal fingerprints always mean equal snapshots (two different ones may not mean
-        different snapshots: a full read decides)."""
+    def fingerprints(self) -> Fingerprint:
+        """Something to take fingerprints of one database with, again and again: a digest
+        of what ``read_schema`` reads, cheaper to take than a snapshot (it may remember
+        what it read, to read only what changed the next time). Two equal fingerprints
+        always mean equal snapshots; two different ones may not mean different snapshots
+        (a full read decides)."""
 
     def drop_everything(self, conn: sa.Connection) -> list[str]:
         """For ``rung fresh``: drop every object ``read_schema`` can see (rung's own tables
         too), so that every migration applies again; return them as ``"<kind> <name>"``."""
 
+
+Fingerprint = Callable[[sa.Connection], str]  # run through ``run_sync``
 
 SAFE_DATABASE_NAME = re.compile(r"[A-Za-z0-9_]{1,63}")
 

@@ -20,7 +20,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from rung.dialects import mysql_schema
-from rung.dialects.base import Server, checked_database_name, error_number, message_of
+from rung.dialects.base import (
+    Fingerprint,
+    Server,
+    checked_database_name,
+    error_number,
+    message_of,
+)
 from rung.migration import Statement
 from rung.schema import Snapshot
 
@@ -172,7 +178,7 @@ class MySQL:
     async def drop_database(self, url: sa.URL) -> None:
         await _admin(url, f"DROP DATABASE IF EXISTS `{checked_database_name(url)}`")
 
-    def unsynced(self) -> tuple[str, ...]:
+    def scratch_session(self) -> tuple[str, ...]:
         return ()  # innodb_flush_log_at_trx_commit is the server's, not a session's
 
     async def copy_database(self, source: sa.URL, target: sa.URL) -> None:
@@ -181,8 +187,8 @@ class MySQL:
     def read_schema(self, conn: sa.Connection) -> Snapshot:
         return mysql_schema.read(conn)
 
-    def fingerprint(self, conn: sa.Connection) -> str:
-        return mysql_schema.fingerprint(conn)
+    def fingerprints(self) -> Fingerprint:
+        return mysql_schema.fingerprint
 
     def drop_everything(self, conn: sa.Connection) -> list[str]:
         return mysql_schema.drop_everything(conn)

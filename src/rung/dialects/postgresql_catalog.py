@@ -22,18 +22,25 @@ def _own(catalog: str, oid: str, deptypes: str = "'e', 'i'") -> str:
 
 _EXTENSION = "'e'"  # an identity column's sequence is made as part of it, and still read
 
-# The schemas read, with their names as they prefix an object's name ('' for the default);
-# and the relations read: tables, partitioned tables, views, materialized views.
-_NS = (
-    "WITH ns AS (SELECT n.oid, n.nspname, CASE WHEN n.nspname = current_schema() THEN '' "
-    "ELSE n.nspname || '.' END AS prefix FROM pg_namespace n "
-    "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
-    "AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%' "
-    "AND (n.nspname = current_schema() OR has_schema_privilege(n.oid, 'USAGE')) "
-    f"AND {_own('pg_namespace', 'n.oid')}), "
-    "rel AS (SELECT c.oid FROM pg_class c JOIN ns ON ns.oid = c.relnamespace "
-    f"WHERE c.relkind IN ('r', 'p', 'v', 'm') AND {_own('pg_class', 'c.oid')}) "
-)
+
+def _ns(only: str = "") -> str:
+    """The schemas read, with their names as they prefix an object's name ('' for the
+    default); and the relations read: tables, partitioned tables, views, materialized
+    views (with ``only``, those of the ids in parameter $1)."""
+    return (
+        "WITH ns AS (SELECT n.oid, n.nspname, CASE WHEN n.nspname = current_schema() THEN '' "
+        "ELSE n.nspname || '.' END AS prefix FROM pg_namespace n "
+        "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
+        "AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%' "
+        "AND (n.nspname = current_schema() OR has_schema_privilege(n.oid, 'USAGE')) "
+        f"AND {_own('pg_namespace', 'n.oid')}), "
+        "rel AS (SELECT c.oid FROM pg_class c JOIN ns ON ns.oid = c.relnamespace "
+        f"WHERE c.relkind IN ('r', 'p', 'v', 'm') AND {_own('pg_class', 'c.oid')}{only}) "
+    )
+
+
+_NS = _ns()
+_ONLY = " AND c.oid = ANY($1::oid[])"
 
 
 def _qualified(alias: str) -> str:
@@ -68,73 +75,109 @@ _ELEMENT = "LEFT JOIN pg_type el ON el.oid = t.typelem AND t.typcategory = 'A' "
 
 SCHEMAS = _NS + "SELECT nspname FROM ns WHERE prefix <> '' ORDER BY nspname"
 
-RELATIONS = (
-    _NS + "SELECT c.oid, ns.prefix || c.relname, c.relkind::text, c.relpersistence::text, "
-    "c.relrowsecurity, c.relforcerowsecurity, c.reloptions, c.relreplident::text, "
-    "CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END, "
-    "CASE WHEN c.relispartition THEN pg_get_expr(c.relpartbound, c.oid) END, "
-    f"ARRAY(SELECT {_qualified('pc')} FROM pg_inherits i JOIN pg_class pc "
-    "ON pc.oid = i.inhparent WHERE i.inhrelid = c.oid ORDER BY i.inhseqno), "
-    "d.description, CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid, true) END "
-    "FROM rel JOIN pg_class c ON c.oid = rel.oid JOIN ns ON ns.oid = c.relnamespace "
-    f"{_description('c.oid')}"
-)
 
-COLUMNS = (
-    _NS + "SELECT a.attrelid, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), "
-    f"{_BUILTIN}, a.attnotnull, pg_get_expr(ad.adbin, ad.adrelid), a.attidentity::text, "
-    "a.attgenerated::text, CASE WHEN a.attcollation <> t.typcollation THEN co.collname END, "
-    "d.description FROM rel JOIN pg_class c ON c.oid = rel.oid "
-    "JOIN pg_attribute a ON a.attrelid = c.oid JOIN pg_type t ON t.oid = a.atttypid "
-    f"{_ELEMENT}"
-    "LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum "
-    "LEFT JOIN pg_collation co ON co.oid = a.attcollation "
-    f"{_description('a.attrelid', 'a.attnum')}"
-    "WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p')"
-)
+def _relations(ns: str) -> str:
+    return (
+        ns + "SELECT c.oid, ns.prefix || c.relname, c.relkind::text, c.relpersistence::text, "
+        "c.relrowsecurity, c.relforcerowsecurity, c.reloptions, c.relreplident::text, "
+        "CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END, "
+        "CASE WHEN c.relispartition THEN pg_get_expr(c.relpartbound, c.oid) END, "
+        f"ARRAY(SELECT {_qualified('pc')} FROM pg_inherits i JOIN pg_class pc "
+        "ON pc.oid = i.inhparent WHERE i.inhrelid = c.oid ORDER BY i.inhseqno), "
+        "d.description, CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid, true) END "
+        "FROM rel JOIN pg_class c ON c.oid = rel.oid JOIN ns ON ns.oid = c.relnamespace "
+        f"{_description('c.oid')}"
+    )
+
+
+RELATIONS = _relations(_NS)
+RELATIONS_OF = _relations(_ns(_ONLY))
+
+
+def _columns(ns: str) -> str:
+    return (
+        ns + "SELECT a.attrelid, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), "
+        f"{_BUILTIN}, a.attnotnull, pg_get_expr(ad.adbin, ad.adrelid), a.attidentity::text, "
+        "a.attgenerated::text, CASE WHEN a.attcollation <> t.typcollation THEN co.collname END, "
+        "d.description FROM rel JOIN pg_class c ON c.oid = rel.oid "
+        "JOIN pg_attribute a ON a.attrelid = c.oid JOIN pg_type t ON t.oid = a.atttypid "
+        f"{_ELEMENT}"
+        "LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum "
+        "LEFT JOIN pg_collation co ON co.oid = a.attcollation "
+        f"{_description('a.attrelid', 'a.attnum')}"
+        "WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p')"
+    )
+
+
+COLUMNS = _columns(_NS)
+COLUMNS_OF = _columns(_ns(_ONLY))
+
 
 # Table constraints and domain constraints (NOT NULL is a column's or domain's flag). A
 # constraint's columns come as attribute numbers, named by the reader from COLUMNS; only
 # the text the reader uses is deparsed.
-CONSTRAINTS = (
-    _NS + "SELECT con.conrelid, con.contypid, con.conname, con.contype::text, "
-    "CASE WHEN con.contype IN ('c', 'u', 'x') THEN pg_get_constraintdef(con.oid, true) END, "
-    "con.conkey, CASE WHEN rn.nspname = current_schema() THEN rc.relname "
-    "ELSE rn.nspname || '.' || rc.relname END, "
-    f"CASE WHEN con.contype = 'f' THEN {_names('con.confkey', 'con.confrelid')} END, "
-    "con.confdeltype::text, con.confupdtype::text, con.confmatchtype::text, "
-    "con.condeferrable, con.condeferred, con.convalidated "
-    "FROM pg_constraint con JOIN ns ON ns.oid = con.connamespace "
-    "LEFT JOIN rel ON rel.oid = con.conrelid "
-    "LEFT JOIN pg_class rc ON rc.oid = con.confrelid "
-    "LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace "
-    "WHERE con.contype IN ('p', 'u', 'f', 'c', 'x') "
-    "AND (rel.oid IS NOT NULL OR con.contypid <> 0)"
-)
+def _constraints(ns: str) -> str:
+    return (
+        ns + "SELECT con.conrelid, con.contypid, con.conname, con.contype::text, "
+        "CASE WHEN con.contype IN ('c', 'u', 'x') THEN pg_get_constraintdef(con.oid, true) END, "
+        "con.conkey, CASE WHEN rn.nspname = current_schema() THEN rc.relname "
+        "ELSE rn.nspname || '.' || rc.relname END, "
+        f"CASE WHEN con.contype = 'f' THEN {_names('con.confkey', 'con.confrelid')} END, "
+        "con.confdeltype::text, con.confupdtype::text, con.confmatchtype::text, "
+        "con.condeferrable, con.condeferred, con.convalidated "
+        "FROM pg_constraint con JOIN ns ON ns.oid = con.connamespace "
+        "LEFT JOIN rel ON rel.oid = con.conrelid "
+        "LEFT JOIN pg_class rc ON rc.oid = con.confrelid "
+        "LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace "
+        "WHERE con.contype IN ('p', 'u', 'f', 'c', 'x') "
+        "AND (rel.oid IS NOT NULL OR con.contypid <> 0)"
+    )
+
+
+CONSTRAINTS = _constraints(_NS)
+CONSTRAINTS_OF = _constraints(_ns(_ONLY))
+
 
 # Indexes, except those behind a PRIMARY KEY, UNIQUE or EXCLUDE constraint.
-INDEXES = (
-    _NS + "SELECT i.indrelid, ns.prefix || ic.relname, i.indisunique, am.amname, "
-    "pg_get_indexdef(i.indexrelid, 0, true), pg_get_expr(i.indpred, i.indrelid, true) "
-    "FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
-    "JOIN ns ON ns.oid = ic.relnamespace JOIN pg_am am ON am.oid = ic.relam "
-    "WHERE i.indrelid IN (SELECT oid FROM rel) AND NOT EXISTS (SELECT 1 FROM pg_constraint k "
-    "WHERE k.conindid = i.indexrelid AND k.conrelid = i.indrelid "
-    "AND k.contype IN ('p', 'u', 'x'))"
-)
+def _indexes(ns: str) -> str:
+    return (
+        ns + "SELECT i.indrelid, ns.prefix || ic.relname, i.indisunique, am.amname, "
+        "pg_get_indexdef(i.indexrelid, 0, true), pg_get_expr(i.indpred, i.indrelid, true) "
+        "FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+        "JOIN ns ON ns.oid = ic.relnamespace JOIN pg_am am ON am.oid = ic.relam "
+        "WHERE i.indrelid IN (SELECT oid FROM rel) AND NOT EXISTS (SELECT 1 FROM pg_constraint k "
+        "WHERE k.conindid = i.indexrelid AND k.conrelid = i.indrelid "
+        "AND k.contype IN ('p', 'u', 'x'))"
+    )
 
-TRIGGERS = (
-    _NS + "SELECT t.tgrelid, t.tgname, pg_get_triggerdef(t.oid, true), t.tgenabled::text "
-    "FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgrelid IN (SELECT oid FROM rel)"
-)
 
-POLICIES = (
-    _NS + "SELECT p.polrelid, p.polname, p.polpermissive, p.polcmd::text, "
-    "ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r) END "
-    "FROM unnest(p.polroles) r ORDER BY 1), "
-    "pg_get_expr(p.polqual, p.polrelid, true), pg_get_expr(p.polwithcheck, p.polrelid, true) "
-    "FROM pg_policy p WHERE p.polrelid IN (SELECT oid FROM rel)"
-)
+INDEXES = _indexes(_NS)
+INDEXES_OF = _indexes(_ns(_ONLY))
+
+
+def _triggers(ns: str) -> str:
+    return (
+        ns + "SELECT t.tgrelid, t.tgname, pg_get_triggerdef(t.oid, true), t.tgenabled::text "
+        "FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgrelid IN (SELECT oid FROM rel)"
+    )
+
+
+TRIGGERS = _triggers(_NS)
+TRIGGERS_OF = _triggers(_ns(_ONLY))
+
+
+def _policies(ns: str) -> str:
+    return (
+        ns + "SELECT p.polrelid, p.polname, p.polpermissive, p.polcmd::text, "
+        "ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r) END "
+        "FROM unnest(p.polroles) r ORDER BY 1), "
+        "pg_get_expr(p.polqual, p.polrelid, true), pg_get_expr(p.polwithcheck, p.polrelid, true) "
+        "FROM pg_policy p WHERE p.polrelid IN (SELECT oid FROM rel)"
+    )
+
+
+POLICIES = _policies(_NS)
+POLICIES_OF = _policies(_ns(_ONLY))
 
 # Functions, procedures and aggregates; an aggregate's definition is its parts.
 ROUTINES = (
@@ -177,17 +220,23 @@ TYPES = (
     f"AND {_own('pg_type', 't.oid')}"
 )
 
-SEQUENCES = (
-    _NS + "SELECT ns.prefix || c.relname, format_type(s.seqtypid, NULL), s.seqstart, "
-    "s.seqincrement, s.seqmin, s.seqmax, s.seqcache, s.seqcycle, "
-    f"(SELECT {_qualified('tc')} || '.' || a.attname FROM pg_depend d "
-    "JOIN pg_class tc ON tc.oid = d.refobjid "
-    "JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid "
-    "WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid "
-    "AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1) "
-    "FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid "
-    f"JOIN ns ON ns.oid = c.relnamespace WHERE {_own('pg_class', 'c.oid', _EXTENSION)}"
-)
+
+def _sequences(ns: str, only: str = "") -> str:
+    return (
+        ns + "SELECT c.oid, ns.prefix || c.relname, format_type(s.seqtypid, NULL), s.seqstart, "
+        "s.seqincrement, s.seqmin, s.seqmax, s.seqcache, s.seqcycle, "
+        f"(SELECT {_qualified('tc')} || '.' || a.attname FROM pg_depend d "
+        "JOIN pg_class tc ON tc.oid = d.refobjid "
+        "JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid "
+        "WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid "
+        "AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1) "
+        "FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid "
+        f"JOIN ns ON ns.oid = c.relnamespace WHERE {_own('pg_class', 'c.oid', _EXTENSION)}{only}"
+    )
+
+
+SEQUENCES = _sequences(_NS)
+SEQUENCES_OF = _sequences(_NS, _ONLY)
 
 EXTENSIONS = "SELECT extname FROM pg_extension"
 

@@ -22,7 +22,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from rung.dialects import postgresql_catalog as q
-from rung.dialects.base import digest
 from rung.dialects.reflection import closing, drop_each, split_top, squeeze, unwrap
 from rung.schema import (
     Check,
@@ -94,7 +93,7 @@ def read(conn: sa.Connection) -> Snapshot:
         tables=tuple(Table(**t, **_lists(parts[oid])) for oid, t in tables.items()),
         views=tuple(View(**v, indexes=tuple(parts[oid]["indexes"])) for oid, v in views.items()),
         enums=enums,
-        sequences=tuple(_sequence(*row) for row in rows(q.SEQUENCES)),
+        sequences=tuple(_sequence(*row[1:]) for row in rows(q.SEQUENCES)),
         extensions=tuple(name for (name,) in rows(q.EXTENSIONS)),
         schemas=tuple(name for (name,) in rows(q.SCHEMAS)),
         triggers=tuple(triggers),
@@ -104,38 +103,6 @@ def read(conn: sa.Connection) -> Snapshot:
         domains=domains,
         types=types,
     )
-
-
-def fingerprint(conn: sa.Connection) -> str:
-    """The rows ``read`` builds its snapshot from, in the order it gets them, without
-    building it; the object ids in them, which ``read`` uses only to join rows and which
-    are new each time an object is remade, are replaced by the unique names they stand
-    for. Equal rows give equal snapshots."""
-
-    def rows(query: str) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in conn.exec_driver_sql(query)]
-
-    relations, types = rows(q.RELATIONS), rows(q.TYPES)
-    relation = {row[0]: row[1] for row in relations}
-    type_name = {row[0]: row[2] for row in types}
-
-    def named(oid: int, names: dict[int, str]) -> object:
-        return names.get(oid, oid)  # 0 (none) or an id read elsewhere: never equal by chance
-
-    found = [
-        [row[1:] for row in relations],
-        [row[1:] for row in types],
-        [
-            (named(row[0], relation), named(row[1], type_name), *row[2:])
-            for row in rows(q.CONSTRAINTS)
-        ],
-        *(
-            [(named(row[0], relation), *row[1:]) for row in rows(query)]
-            for query in (q.COLUMNS, q.INDEXES, q.TRIGGERS, q.POLICIES)
-        ),
-        *(rows(query) for query in (q.SCHEMAS, q.ROUTINES, q.SEQUENCES, q.EXTENSIONS)),
-    ]
-    return digest(found)
 
 
 def drop_everything(conn: sa.Connection) -> list[str]:

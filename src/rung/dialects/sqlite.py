@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rung.dialects import sqlite_schema
-from rung.dialects.base import Server, all_kept, message_of
+from rung.dialects.base import Fingerprint, Server, all_kept, message_of
 from rung.errors import DatabaseUnreachable, LockTimeout
 from rung.migration import Statement
 from rung.schema import Snapshot
@@ -145,7 +145,7 @@ class SQLite:
         if os.path.basename(folder).startswith(_SCRATCH_PREFIX):
             shutil.rmtree(folder, ignore_errors=True)
 
-    def unsynced(self) -> tuple[str, ...]:
+    def scratch_session(self) -> tuple[str, ...]:
         return ("PRAGMA synchronous = OFF",)
 
     async def copy_database(self, source: sa.URL, target: sa.URL) -> None:
@@ -160,10 +160,8 @@ class SQLite:
     def read_schema(self, conn: sa.Connection) -> Snapshot:
         return sqlite_schema.read(conn)
 
-    def fingerprint(self, conn: sa.Connection) -> str:
-        # SQLite keeps a schema as the text of its CREATE statements and nothing else
-        text = conn.exec_driver_sql(_SCHEMA_TEXT).scalar() or ""
-        return hashlib.sha256(text.encode()).hexdigest()
+    def fingerprints(self) -> Fingerprint:
+        return _fingerprint
 
     def drop_everything(self, conn: sa.Connection) -> list[str]:
         return sqlite_schema.drop_everything(conn)
@@ -181,3 +179,9 @@ _SCHEMA_TEXT = (
 )
 
 DIALECT = SQLite()
+
+
+def _fingerprint(conn: sa.Connection) -> str:
+    # SQLite keeps a schema as the text of its CREATE statements and nothing else
+    text = conn.exec_driver_sql(_SCHEMA_TEXT).scalar() or ""
+    return hashlib.sha256(text.encode()).hexdigest()
