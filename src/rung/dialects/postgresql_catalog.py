@@ -11,6 +11,8 @@ out. A name is qualified by its schema when that is not ``current_schema()``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 def _own(catalog: str, oid: str, deptypes: str = "'e', 'i'") -> str:
     """Not a member of an extension ('e'), nor made as part of another object ('i')."""
@@ -41,6 +43,12 @@ def _ns(only: str = "") -> str:
 
 _NS = _ns()
 _ONLY = " AND c.oid = ANY($1::oid[])"
+
+
+def _every_and_only(query: Callable[[str], str]) -> tuple[str, str]:
+    """``query`` over every relation read, and over those of the ids in $1 (for verify's
+    fingerprints, which read again only what changed)."""
+    return query(_NS), query(_ns(_ONLY))
 
 
 def _qualified(alias: str) -> str:
@@ -90,8 +98,7 @@ def _relations(ns: str) -> str:
     )
 
 
-RELATIONS = _relations(_NS)
-RELATIONS_OF = _relations(_ns(_ONLY))
+RELATIONS, RELATIONS_OF = _every_and_only(_relations)
 
 
 def _columns(ns: str) -> str:
@@ -109,8 +116,7 @@ def _columns(ns: str) -> str:
     )
 
 
-COLUMNS = _columns(_NS)
-COLUMNS_OF = _columns(_ns(_ONLY))
+COLUMNS, COLUMNS_OF = _every_and_only(_columns)
 
 
 # Table constraints and domain constraints (NOT NULL is a column's or domain's flag). A
@@ -134,8 +140,7 @@ def _constraints(ns: str) -> str:
     )
 
 
-CONSTRAINTS = _constraints(_NS)
-CONSTRAINTS_OF = _constraints(_ns(_ONLY))
+CONSTRAINTS, CONSTRAINTS_OF = _every_and_only(_constraints)
 
 
 # Indexes, except those behind a PRIMARY KEY, UNIQUE or EXCLUDE constraint.
@@ -151,8 +156,7 @@ def _indexes(ns: str) -> str:
     )
 
 
-INDEXES = _indexes(_NS)
-INDEXES_OF = _indexes(_ns(_ONLY))
+INDEXES, INDEXES_OF = _every_and_only(_indexes)
 
 
 def _triggers(ns: str) -> str:
@@ -162,8 +166,7 @@ def _triggers(ns: str) -> str:
     )
 
 
-TRIGGERS = _triggers(_NS)
-TRIGGERS_OF = _triggers(_ns(_ONLY))
+TRIGGERS, TRIGGERS_OF = _every_and_only(_triggers)
 
 
 def _policies(ns: str) -> str:
@@ -176,8 +179,7 @@ def _policies(ns: str) -> str:
     )
 
 
-POLICIES = _policies(_NS)
-POLICIES_OF = _policies(_ns(_ONLY))
+POLICIES, POLICIES_OF = _every_and_only(_policies)
 
 # Functions, procedures and aggregates; an aggregate's definition is its parts.
 ROUTINES = (
