@@ -19,6 +19,11 @@ read without being dropped, or when the ``search_path`` changed.
 
 Equal fingerprints mean equal parts, as two full reads would give: the fingerprint sums
 a hash of each part, and a part read again replaces the old one as a whole.
+
+Not seen, as the reader needs none of it: rows of PostgreSQL's own objects (ids below
+16384, which no migration makes) and of the cluster's shared catalogs (a role renamed
+under a policy); updates made in place, which write no new row version (VACUUM's and
+ANALYZE's statistics, an index's validity flags).
 """
 
 from __future__ import annotations
