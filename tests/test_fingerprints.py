@@ -146,3 +146,48 @@ async def test_a_change_to_one_relation_reads_that_relation_only(engine: AsyncEn
         await step(conn, "CREATE TABLE two (id INTEGER REFERENCES other_0 (id))")
         queries, _, _ = await step(conn, "ALTER TABLE other_0 RENAME TO other_zero")
         assert q.TYPES in queries  # everything read again
+
+
+async def test_a_transaction_running_at_a_scan_is_seen_when_it_commits_and_costs_nothing(
+    engine: AsyncEngine,
+) -> None:
+    """DDL a transaction had not committed at a fingerprint is seen by the next one after
+    it commits (its id is below the horizon, so it is looked for among those that were
+    running); and while a transaction stays open, each fingerprint still reads again only
+    what changed since the one before."""
+    kept = changes.Fingerprints()
+    seen: list[tuple[str, Any]] = []
+
+    def listen_on(conn: sa.Connection) -> None:
+        sa.event.listen(
+            conn, "before_cursor_execute", lambda *a: seen.append((a[2], a[3])), named=False
+        )
+
+    async def both(conn: AsyncConnection) -> tuple[str, str]:
+        try:
+            return await conn.run_sync(kept), await conn.run_sync(new_fingerprints())
+        finally:
+            await conn.rollback()
+
+    async with engine.connect() as conn, engine.connect() as other:
+        await both(conn)
+        await other.execute(sa.text("CREATE TABLE late_t (id INTEGER PRIMARY KEY)"))
+        await conn.execute(sa.text("CREATE TABLE mid_t (id INTEGER PRIMARY KEY)"))
+        await conn.commit()  # a later transaction id completes before late_t's
+        now, new = await both(conn)  # late_t is not committed yet
+        assert now == new
+        await other.commit()
+        now, new = await both(conn)
+        assert now == new
+
+        await other.execute(sa.text("SELECT txid_current()"))  # left open, with an id
+        await conn.run_sync(listen_on)
+        for n in range(3):
+            await conn.execute(sa.text(f"CREATE TABLE open_{n} (id INTEGER PRIMARY KEY)"))
+            await conn.commit()
+            seen.clear()
+            now, new = await both(conn)
+            assert now == new
+            read = [args[0] for text, args in seen if text == changes.PARTS_OF]
+            assert [len(ids) for ids in read] == [1], n  # the new table only
+        await other.rollback()
