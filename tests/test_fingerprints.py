@@ -91,11 +91,9 @@ async def test_a_kept_fingerprint_equals_a_new_one_after_every_statement(
 
 
 async def test_a_change_to_one_relation_reads_that_relation_only(engine: AsyncEngine) -> None:
-    """A ladder's steps (make a table, add a column, an index, drop it) read no relation
-    whose rows are older than the horizon, and nothing in full; a rename that another
-    relation's foreign key names reads everything again. (Another session's open
-    transaction, in any database of the server, can hold the horizon back: then more is
-    read again, as it must be.)"""
+    """A ladder's steps (make a table, add a column, an index, drop it) read again the
+    table they change, no relation whose rows are older than the horizon, and nothing in
+    full; a rename that another relation's foreign key names reads everything again."""
     kept = changes.Fingerprints()
     seen: list[tuple[str, Any]] = []
 
