@@ -108,8 +108,8 @@ class History:
             except (ValueError, TypeError) as exc:  # a value SQLAlchemy cannot convert
                 raise self._unreadable(exc) from exc
             except sa.exc.DBAPIError as exc:
-                if _lost(exc):
-                    raise
+                if _lost(exc) or self.dialect.conflict(exc):
+                    raise  # not a sign of a missing table: the caller may try again
                 await conn.rollback()
                 if not await self._exists(conn, self.name):
                     return []
@@ -134,6 +134,16 @@ class History:
             "by hand or by another tool: restore or delete that row"
         )
 
+    async def end_read(self, conn: AsyncConnection) -> None:
+        """Roll back a transaction that only read. On Galera, DDL from another node aborts
+        a transaction holding the table it changes, and the server may say so only at the
+        rollback (error 1213): the transaction is over all the same."""
+        try:
+            await conn.rollback()
+        except sa.exc.DBAPIError as exc:
+            if not self.dialect.conflict(exc):
+                raise
+
     async def _exists(self, conn: AsyncConnection, name: str) -> bool:
         return bool(await conn.run_sync(self.dialect.has_table, name))
 
@@ -151,7 +161,7 @@ class History:
         another process creating it at the same moment. Asked first, so that a cluster
         never replicates DDL on a table another node's transaction is using."""
         if await self._exists(conn, self.lock.name):
-            await conn.rollback()
+            await self.end_read(conn)
             return
         try:
             await conn.run_sync(lambda c: self.lock.create(c, checkfirst=False))

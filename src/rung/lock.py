@@ -139,7 +139,7 @@ async def holder(conn: AsyncConnection, history: History) -> Holder | None:
             )
         )
     ).first()
-    await conn.rollback()
+    await history.end_read(conn)
     if row is None or row[0] is None:
         return None
     return Holder(row[0], _moment(row[1]), _moment(row[2]), _moment(row[3]))
@@ -276,20 +276,25 @@ class Lease:
         """True once the lock is this run's; False when ``needed`` says it no longer is."""
         deadline = time.monotonic() + self.timeout
         delay = 0.05
+        found: Holder | None = None
         while True:
             try:
                 if await self._try(conn):
                     return True
+                found = await holder(conn, self.history)
+                if found is not None and found.gone and await self._clear(conn, found):
+                    logger.warning(
+                        "took over the lock of a run that is gone (%s)", found.describe()
+                    )
+                    continue
+                if self.needed is not None and not await self.needed():
+                    return False
             except sa.exc.DBAPIError as exc:
-                await conn.rollback()
+                # Any read of this round may lose too: on Galera, DDL on the lock table
+                # from another node aborts every transaction holding it (error 1213).
+                await self.history.end_read(conn)
                 if not (self.dialect.conflict(exc) or isinstance(exc, sa.exc.IntegrityError)):
                     raise
-            found = await holder(conn, self.history)
-            if found is not None and found.gone and await self._clear(conn, found):
-                logger.warning("took over the lock of a run that is gone (%s)", found.describe())
-                continue
-            if self.needed is not None and not await self.needed():
-                return False
             left = deadline - time.monotonic()
             if left <= 0:
                 held = f" ({found.describe()})" if found else ""

@@ -159,8 +159,7 @@ async def run(
     history = History.of(settings.table, dialect)
     async with connect(engine) as conn:
         async with database_errors(engine, history):
-            records = await history.read(conn, journals=False)
-            await conn.rollback()
+            records = await _records(conn, history)
         first = _plan(migrations, records, request, dialect, settings, locked=False)
         for warning in first.warnings:
             logger.warning(warning)
@@ -170,8 +169,7 @@ async def run(
         async def needed() -> bool:
             """While waiting for the lock: is there still something to do? (Another
             replica may have done it all, and this one can start at once.)"""
-            records = await history.read(conn, journals=False)
-            await conn.rollback()
+            records = await _records(conn, history)
             planned = _plan(migrations, records, request, dialect, settings, locked=False)
             return _needed(planned, records)
 
@@ -179,6 +177,23 @@ async def run(
             if not books.lease.held:
                 return []
             return await _Run(books, migrations, request, settings).batches(epilogue)
+
+
+async def _records(conn: AsyncConnection, history: History) -> list[Record]:
+    """The history read outside the lock, in a transaction of its own. A read may lose to
+    a concurrent write: on Galera, DDL on the table from another node aborts every
+    transaction holding it (error 1213); such a read is tried again."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return await history.read(conn, journals=False)
+        except sa.exc.DBAPIError as exc:
+            if conn.invalidated or not history.dialect.conflict(exc) or attempt == ATTEMPTS:
+                raise
+        finally:
+            if not conn.invalidated:
+                await history.end_read(conn)
+        await asyncio.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")
 
 
 def _needed(planned: Plan, records: Sequence[Record]) -> bool:

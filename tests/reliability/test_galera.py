@@ -20,8 +20,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from harness import assert_error, connection, race
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+import rung
 from cli_support import RUNG, Project, Result, clean_environment, execute
+from rung.dialects import dialect_named
+from rung.history import DEFAULT_TABLE, History
+from rung.lock import Lease
+from rung.migration import Migration
+from rung.runner import Executed
 from servers.galera import Galera
 
 pytestmark = pytest.mark.xdist_group("galera")  # one worker, one cluster per run
@@ -35,6 +42,9 @@ LEASE = 3.0  # seconds: the lock's lease in the killed-holder test
 # After the holder dies: its lease runs out, a waiter's next look at the lock may come up
 # to one more lease later, then five processes take the lock in turn on a loaded machine.
 KILLED_HOLDER_BOUND = 2 * LEASE + 30
+WAITERS = 6
+DDL_ROUNDS = 200  # schema changes on rung's tables while replicas wait for the lock
+FIRST, WAITED = "m20261130_000001_first", "m20261130_000002_waited"
 WAITER_LOCK_TIMEOUT = 60  # above the bound: a waiter that timed out cannot pass for one served
 
 
@@ -283,3 +293,60 @@ def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         argv, cwd=cwd, env=clean_environment(), capture_output=True, text=True, timeout=60
     )
+
+
+async def _create_first(conn: AsyncConnection) -> None:
+    await conn.execute(sa.text("CREATE TABLE first (id INTEGER)"))
+
+
+async def _drop_first(conn: AsyncConnection) -> None:
+    await conn.execute(sa.text("DROP TABLE first"))
+
+
+async def _create_waited(conn: AsyncConnection) -> None:
+    await conn.execute(sa.text("CREATE TABLE waited (id INTEGER)"))
+
+
+async def _drop_waited(conn: AsyncConnection) -> None:
+    await conn.execute(sa.text("DROP TABLE waited"))
+
+
+def test_waiters_ride_out_ddl_on_rungs_tables(galera: Galera) -> None:
+    """A DDL statement replicates in total order and, on every node, aborts each transaction
+    that holds the table it changes (a brute-force abort: error 1213 at that transaction's
+    next statement). At a first start, replicas racing to create rung's lock table send
+    such statements while others already read it. Replicas waiting for the lock on every
+    node while node 3 changes rung's tables over and over lose some of their reads that
+    way: each is a lost round of waiting, never a replica's failure."""
+    with galera.database() as urls:
+        asyncio.run(_wait_through_ddl(urls))
+
+
+async def _wait_through_ddl(urls: Sequence[str]) -> None:
+    history = History(DEFAULT_TABLE, dialect_named("mysql"))
+    migrations = [
+        Migration(FIRST, _create_first, _drop_first),
+        Migration(WAITED, _create_waited, _drop_waited),
+    ]
+    engines = [create_async_engine(urls[i % 3]) for i in range(WAITERS + 1)]
+    assert len(await rung.upgrade(engines[0], migrations[:1])) == 1  # the history exists
+    options: dict[str, Any] = {"lock_timeout": LOCK_TIMEOUT, "lock_lease": 1}
+    waiters: list[asyncio.Future[list[Executed]]] = []
+    try:
+        async with Lease(engines[0], history, timeout=30), connection(urls[2]) as ddl:
+            waiters += [
+                asyncio.ensure_future(rung.upgrade(e, migrations, **options)) for e in engines[1:]
+            ]
+            for i in range(DDL_ROUNDS):
+                table = (history.lock, history.table)[i % 2]
+                await ddl.execute(sa.text(f"ALTER TABLE {table.name} COMMENT = 'round {i}'"))
+            ended = [repr(w.exception() or w.result()) for w in waiters if w.done()]
+            assert not ended, f"{len(ended)} waiters ended while the lock was held: {ended}"
+        applied = await asyncio.wait_for(asyncio.gather(*waiters), LOCK_TIMEOUT)
+        assert sorted(len(a) for a in applied) == [0] * (WAITERS - 1) + [1]
+    finally:
+        for w in waiters:
+            w.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+        for engine in engines:
+            await engine.dispose()
