@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from rung.dialects import mysql_schema
+from rung.dialects import mysql_changes, mysql_schema
 from rung.dialects.base import (
     Fingerprint,
     Server,
@@ -188,7 +188,7 @@ class MySQL:
         return mysql_schema.read(conn)
 
     def fingerprints(self) -> Fingerprint:
-        return mysql_schema.fingerprint
+        return mysql_changes.Fingerprints()
 
     def drop_everything(self, conn: sa.Connection) -> list[str]:
         return mysql_schema.drop_everything(conn)

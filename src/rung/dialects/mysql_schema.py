@@ -23,7 +23,8 @@ from __future__ import annotations
 import re
 import time
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -49,6 +50,7 @@ _DEFAULT_ACTIONS = ("RESTRICT", "NO ACTION")
 _COUNTED_NAME = re.compile(r"CONSTRAINT_\d+|.+_ibfk_\d+")
 _SKIPPED_TABLE = 1684  # ER_WARN_I_S_SKIPPED_TABLE
 ATTEMPTS = 5
+T = TypeVar("T")
 
 
 class _Skipped(Exception):
@@ -66,9 +68,15 @@ def fingerprint(conn: sa.Connection) -> str:
 
 
 def _fetched(conn: sa.Connection) -> dict[str, list[Any]]:
+    return read_retrying(conn, _fetch)
+
+
+def read_retrying(conn: sa.Connection, fetch: Callable[[sa.Connection], T]) -> T:
+    """``fetch(conn)``, again while ``information_schema`` skips a table that another
+    session is altering (``rows`` says so)."""
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            return _fetch(conn)
+            return fetch(conn)
         except _Skipped as skipped:
             if attempt == ATTEMPTS:
                 raise SchemaError(
@@ -79,34 +87,36 @@ def _fetched(conn: sa.Connection) -> dict[str, list[Any]]:
     raise AssertionError("unreachable")
 
 
-def _rows(conn: sa.Connection, query: sa.TextClause) -> list[Any]:
-    rows = [tuple(row) for row in conn.execute(query)]
+def checked_rows(conn: sa.Connection, query: sa.TextClause) -> list[Any]:
+    """``query``'s rows; raises when ``information_schema`` skipped one of this schema's
+    tables (another session was altering it)."""
+    found = [tuple(row) for row in conn.execute(query)]
     here = f"Table '{conn.engine.url.database}'."  # a skip elsewhere is not this schema's
     for _, code, message in conn.exec_driver_sql("SHOW WARNINGS"):
         if int(code) == _SKIPPED_TABLE and str(message).startswith(here):
             raise _Skipped(message)
-    return rows
+    return found
 
 
 def _fetch(conn: sa.Connection) -> dict[str, list[Any]]:
     """Every row ``read`` uses, by query."""
     mariadb = bool(getattr(conn.dialect, "is_mariadb", False))
     rows = {
-        "tables": _rows(conn, q.TABLES),
-        "columns": _rows(conn, q.COLUMNS),
-        "indexes": _rows(conn, q.INDEXES),
-        "foreign_keys": _rows(conn, q.FOREIGN_KEYS),
-        "actions": _rows(conn, q.ACTIONS),
-        "checks": _rows(conn, q.CHECKS_MARIADB if mariadb else q.CHECKS_MYSQL),
+        "tables": checked_rows(conn, q.TABLES),
+        "columns": checked_rows(conn, q.COLUMNS),
+        "indexes": checked_rows(conn, q.INDEXES),
+        "foreign_keys": checked_rows(conn, q.FOREIGN_KEYS),
+        "actions": checked_rows(conn, q.ACTIONS),
+        "checks": checked_rows(conn, q.CHECKS_MARIADB if mariadb else q.CHECKS_MYSQL),
         "database": [conn.exec_driver_sql("SELECT DATABASE()").scalar()],
-        "views": _rows(conn, q.VIEWS),
-        "triggers": _rows(conn, q.TRIGGERS),
+        "views": checked_rows(conn, q.VIEWS),
+        "triggers": checked_rows(conn, q.TRIGGERS),
         # Routines are rows of mysql.proc: no table is opened, none can be skipped.
         "parameters": [tuple(row) for row in conn.execute(q.PARAMETERS)],
         "routines": [tuple(row) for row in conn.execute(q.ROUTINES)],
     }
     sequences = [name for name, kind, *_ in rows["tables"] if kind == "SEQUENCE"]
-    rows["sequences"] = _rows(conn, _sequences_query(conn, sequences)) if sequences else []
+    rows["sequences"] = checked_rows(conn, sequences_query(conn, sequences)) if sequences else []
     return rows
 
 
@@ -305,7 +315,7 @@ def _routines(
     return tuple(found)
 
 
-def _sequences_query(conn: sa.Connection, names: list[str]) -> sa.TextClause:
+def sequences_query(conn: sa.Connection, names: list[str]) -> sa.TextClause:
     """Every sequence's definition, in one statement."""
     quote = conn.dialect.identifier_preparer.quote
     return sa.text(
