@@ -4,7 +4,8 @@ gives, and read everything again where a statement's reach is not known.
 
 After every statement of the coverage suite's cases (each kind of object, made, changed
 by hand and changed back) and of renames that change other tables' rows, a fingerprint
-kept since the start equals a new one; a ladder's steps read their own table only.
+kept since the start equals a new one; a ladder's steps read their own table only, and DDL
+sent around SQLAlchemy reads everything again.
 """
 
 from __future__ import annotations
@@ -110,7 +111,16 @@ async def test_a_step_reads_its_own_table_and_those_that_name_it(engine: AsyncEn
         assert await step("ALTER TABLE other_0 ADD COLUMN v INTEGER") == ["other_0", "two"]
         await step("CREATE VIEW v_one AS SELECT id FROM other_1")
         assert await step("ALTER TABLE other_2 ADD COLUMN v INTEGER") == ["other_2", "v_one"]
-    assert kept.full_reads == 1
+        assert kept.full_reads == 1
+
+        # DDL sent on the driver's own connection, around SQLAlchemy: the session's count
+        # of DDL statements says so, and everything is read again
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        async with driver.cursor() as cursor:
+            await cursor.execute("ALTER TABLE other_1 ADD COLUMN w INTEGER")
+        now, new = await both(conn, kept)
+        assert now == new and kept.last_read is None and kept.full_reads == 2
 
 
 @pytest.mark.parametrize(

@@ -424,4 +424,5 @@ async def test_fingerprints_are_equal_for_a_remade_schema_and_differ_for_another
             read, seen[:] = list(seen), []
             await conn.run_sync(dialect.fingerprints())
         views = re.compile(r"information_schema\.(\w+)")
-        assert set(views.findall(" ".join(seen))) == set(views.findall(" ".join(read)))
+        asked = set(views.findall(" ".join(seen)))
+        assert asked - {"SESSION_STATUS"} == set(views.findall(" ".join(read)))

@@ -41,6 +41,8 @@ _NO_DDL = {
     "SAVEPOINT", "RELEASE", "DO", "TRUNCATE", "ANALYZE", "OPTIMIZE", "CHECK", "CHECKSUM",
     "LOCK", "UNLOCK", "XA", "LOAD", "FLUSH",
 }  # fmt: skip
+_WORD = re.compile(r"\w+")
+_DDL_VERBS = {"CREATE", "ALTER", "DROP", "RENAME"}
 _ROUTINE = {"PROCEDURE", "FUNCTION"}
 _RELATION = {"TABLE", "VIEW", "SEQUENCE"}
 _MODIFIERS = {"OR", "REPLACE", "ONLINE", "IGNORE", "TEMPORARY", "UNIQUE", "FULLTEXT", "SPATIAL"}
@@ -70,6 +72,15 @@ _KINDS = (
      "EVENT_MANIPULATION, ACTION_ORIENTATION, ACTION_ORDER, ACTION_STATEMENT", ""),
 )  # fmt: skip
 _TABLES, _FOREIGN_KEYS = "TABLES", "KEY_COLUMN_USAGE"
+_DDL = "DDL"
+# The session's count of statements that change definitions, or may run others that do:
+# one it counts that the statements seen do not account for was sent around SQLAlchemy.
+_DDL_COUNT = (
+    f"SELECT NULL, '{_DDL}', CAST(SUM(VARIABLE_VALUE) AS CHAR) "
+    "FROM information_schema.SESSION_STATUS "
+    "WHERE VARIABLE_NAME RLIKE '^COM_(CREATE|ALTER|DROP|RENAME)_' OR VARIABLE_NAME IN "
+    "('COM_CALL_PROCEDURE', 'COM_EXECUTE_SQL', 'COM_EXECUTE_IMMEDIATE', 'COM_STMT_EXECUTE')"
+)
 _DATABASE = sa.text(
     "SELECT SCHEMA_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
     "WHERE SCHEMA_NAME = DATABASE()"
@@ -80,7 +91,7 @@ def parts_query(names: Sequence[str] | None) -> sa.TextClause:
     """Every row of the tables ``names`` (None: of every table) as (table, kind, JSON).
     Each table is asked by an equality on its name, which MariaDB looks up without opening
     any other table (it does not for ``IN``)."""
-    selects = []
+    selects = [_DDL_COUNT]
     for view, schema, table, columns, more in _KINDS:
         head = (
             f"SELECT {table}, '{view}', JSON_ARRAY({columns}) FROM information_schema.{view} "
@@ -107,6 +118,7 @@ class Fingerprints:
         self.parts: dict[str, _Part] = {}
         self.total = 0  # the sum of the parts' digests
         self.rest: object = None
+        self.ddl = 0  # the session's count of DDL statements at the last fingerprint
         self.full_reads = 0
         self.last_read: list[str] | None = None  # the tables the last one read (None: all)
 
@@ -116,17 +128,17 @@ class Fingerprints:
         if conn is not self.conn:
             sa.event.listen(conn, "before_cursor_execute", self._seen, named=True)
             self.conn, self.sent = conn, []
-            self._read_all(conn)
-            return self._digest()
+            return self._read_all(conn)
         sent, self.sent = self.sent, []
         touched = changed_by(sent)
         if touched is None:
-            self._read_all(conn)
-            return self._digest()
+            return self._read_all(conn)
         tables, routines = touched
-        self.last_read = self._around(tables) if tables else []
-        if self.last_read:
-            self._read(conn, self.last_read)
+        names = self._around(tables) if tables else []
+        ddl = self._read(conn, names)
+        if ddl - self.ddl > ddl_statements(sent):  # DDL sent around SQLAlchemy
+            return self._read_all(conn)
+        self.ddl, self.last_read = ddl, names
         if routines:
             self.rest = _rest(conn)
         return self._digest()
@@ -146,15 +158,17 @@ class Fingerprints:
                 names.add(name)
         return sorted(names)
 
-    def _read_all(self, conn: sa.Connection) -> None:
+    def _read_all(self, conn: sa.Connection) -> str:
         self.full_reads += 1
         self.last_read = None
         self.parts, self.total = {}, 0
-        self._read(conn, None)
+        self.ddl = self._read(conn, None)
         self.rest = _rest(conn)
+        return self._digest()
 
-    def _read(self, conn: sa.Connection, names: Sequence[str] | None) -> None:
-        by_table = mysql_schema.read_retrying(conn, lambda c: _rows_by_table(c, names))
+    def _read(self, conn: sa.Connection, names: Sequence[str] | None) -> int:
+        """Read the tables ``names`` (None: all) again; return the session's DDL count."""
+        by_table, ddl = mysql_schema.read_retrying(conn, lambda c: _rows_by_table(c, names))
         for table, found in by_table.items():
             old = self.parts.pop(table, None)
             if old is not None:
@@ -164,6 +178,7 @@ class Fingerprints:
                 self.parts[table] = part
                 self.total += part.value
         self.total %= _MODULUS
+        return ddl
 
 
 @dataclass(frozen=True)
@@ -186,12 +201,15 @@ class _Part:
 
 def _rows_by_table(
     conn: sa.Connection, names: Sequence[str] | None
-) -> dict[str, list[tuple[str, str]]]:
+) -> tuple[dict[str, list[tuple[str, str]]], int]:
     """Each table's rows (each of ``names``, present or not, or every table), a sequence's
-    definition among them."""
+    definition among them; and the session's count of DDL statements run."""
     by_table: dict[str, list[tuple[str, str]]] = {n: [] for n in names or ()}
-    sequences = []
+    sequences, ddl = [], 0
     for table, kind, row in mysql_schema.checked_rows(conn, parts_query(names)):
+        if kind == _DDL:
+            ddl = int(row)
+            continue
         by_table.setdefault(table, []).append((kind, row))
         if kind == _TABLES and json.loads(row)[0] == "SEQUENCE":
             sequences.append(table)
@@ -199,7 +217,7 @@ def _rows_by_table(
         query = mysql_schema.sequences_query(conn, sequences)
         for i, *definition in mysql_schema.checked_rows(conn, query):
             by_table[sequences[int(i)]].append(("SEQUENCE", repr(definition)))
-    return by_table
+    return by_table, ddl
 
 
 def _rest(conn: sa.Connection) -> object:
@@ -224,6 +242,12 @@ def changed_by(statements: Iterable[str]) -> tuple[set[str], bool] | None:
         tables |= found[0]
         routines |= found[1]
     return tables, routines
+
+
+def ddl_statements(statements: Iterable[str]) -> int:
+    """How many of ``statements`` are ``CREATE``, ``ALTER``, ``DROP`` or ``RENAME``."""
+    firsts = (_WORD.search(_COMMENT.sub(" ", s)) for s in statements)
+    return sum(bool(w and w.group().upper() in _DDL_VERBS) for w in firsts)
 
 
 def _changed_by(statement: str) -> tuple[set[str], bool] | None:
