@@ -42,6 +42,12 @@ RENAMES = (
     "DROP TRIGGER rn_trg",
     "CREATE PROCEDURE rn_proc(IN a INT) SELECT a",
     "DROP PROCEDURE rn_proc",
+    "CREATE FUNCTION rn_f() RETURNS INTEGER RETURN 1",
+    "CREATE VIEW rn_fview AS SELECT rn_f() AS x",
+    "DROP FUNCTION rn_f",
+    "CREATE FUNCTION rn_f() RETURNS VARCHAR(5) RETURN 'a'",  # the view's column type
+    "DROP VIEW rn_fview",
+    "DROP FUNCTION rn_f",
     "INSERT INTO rn_like (id) VALUES (1)",
     "DROP TABLE rn_like, rn_child",
     "DROP VIEW rn_view",
@@ -156,6 +162,9 @@ async def test_a_step_reads_its_own_table_and_those_that_name_it(engine: AsyncEn
         ("SET STATEMENT max_statement_time = 1 FOR DROP TABLE t", None),
         ("ALTER TABLE t ADD COLUMN a INT; DROP TABLE u", None),
         ("/*!50000 DROP TABLE t */", None),
+        ("ALTER TABLE t COMMENT 'x -- #y', RENAME TO u", ({"t", "u"}, False)),
+        ('DROP TABLE "a""b" /* c */ -- d', ({'a"b'}, False)),
+        ("UPDATE t SET a = '; DROP TABLE u'", (set(), False)),
     ],
 )
 def test_what_a_statement_changes(

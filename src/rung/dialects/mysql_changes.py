@@ -32,8 +32,14 @@ from rung.dialects import mysql_schema
 from rung.dialects.base import digest
 
 _MODULUS = 2**256
-_COMMENT = re.compile(r"\s+|/\*(?!!).*?\*/|(?:--\s|#)[^\n]*(?:\n|$)", re.DOTALL)
-_TOKEN = re.compile(r"`(?:[^`]|``)*`|'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"|[\w$]+|\S")
+# A statement's tokens: quoted names and strings first, so that a comment's mark inside
+# one is not taken for a comment; comments and spaces are dropped, "/*!" (an executable
+# comment, whose text MariaDB runs) is kept as a token of its own.
+_TOKEN = re.compile(
+    r"""(?P<skip>\s+|/\*(?!!).*?\*/|(?:--\s|\#)[^\n]*)"""
+    r"""|`(?:[^`]|``)*`|'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*"|/\*!|[\w$]+|\S""",
+    re.DOTALL,
+)
 # Statements that change no definition (data, reads, transactions, statistics).
 _NO_DDL = {
     "SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", "VALUES", "TABLE", "SET",
@@ -41,8 +47,6 @@ _NO_DDL = {
     "SAVEPOINT", "RELEASE", "DO", "TRUNCATE", "ANALYZE", "OPTIMIZE", "CHECK", "CHECKSUM",
     "LOCK", "UNLOCK", "XA", "LOAD", "FLUSH",
 }  # fmt: skip
-_WORD = re.compile(r"\w+")
-_DDL_VERBS = {"CREATE", "ALTER", "DROP", "RENAME"}
 _ROUTINE = {"PROCEDURE", "FUNCTION"}
 _RELATION = {"TABLE", "VIEW", "SEQUENCE"}
 _MODIFIERS = {"OR", "REPLACE", "ONLINE", "IGNORE", "TEMPORARY", "UNIQUE", "FULLTEXT", "SPATIAL"}
@@ -134,7 +138,7 @@ class Fingerprints:
         if touched is None:
             return self._read_all(conn)
         tables, routines = touched
-        names = self._around(tables) if tables else []
+        names = self._around(tables) if tables or routines else []
         ddl = self._read(conn, names)
         if ddl - self.ddl > ddl_statements(sent):  # DDL sent around SQLAlchemy
             return self._read_all(conn)
@@ -151,7 +155,8 @@ class Fingerprints:
         return digest((self.total, self.rest))
 
     def _around(self, tables: set[str]) -> list[str]:
-        """``tables``, the tables whose foreign keys name one of them, and every view."""
+        """``tables``, the tables whose foreign keys name one of them, and every view (its
+        columns take their types from its tables and the functions it calls)."""
         names = tables | {n.lower() for n in tables}
         for name, part in self.parts.items():
             if part.view or part.references & names:
@@ -246,17 +251,22 @@ def changed_by(statements: Iterable[str]) -> tuple[set[str], bool] | None:
 
 def ddl_statements(statements: Iterable[str]) -> int:
     """How many of ``statements`` are ``CREATE``, ``ALTER``, ``DROP`` or ``RENAME``."""
-    firsts = (_WORD.search(_COMMENT.sub(" ", s)) for s in statements)
-    return sum(bool(w and w.group().upper() in _DDL_VERBS) for w in firsts)
+    return sum(_tokens(s)[:1] in (["CREATE"], ["ALTER"], ["DROP"], ["RENAME"]) for s in statements)
+
+
+def _tokens(statement: str) -> list[str]:
+    found = (m for m in _TOKEN.finditer(statement) if m.lastgroup != "skip")
+    return [m.group() for m in found]
 
 
 def _changed_by(statement: str) -> tuple[set[str], bool] | None:
-    text = _COMMENT.sub(" ", statement).strip().rstrip(";").strip()
-    if not text:
+    tokens = _tokens(statement)
+    while tokens and tokens[-1] == ";":
+        tokens.pop()
+    if not tokens:
         return set(), False
-    if text.startswith("/*!") or ";" in text:  # executable comments, several statements
+    if "/*!" in tokens or ";" in tokens:  # executable comments, several statements
         return None
-    tokens = _TOKEN.findall(text)
     words = [t.upper() for t in tokens]
     if words[:2] == ["SET", "STATEMENT"]:  # SET STATEMENT ... FOR another statement
         return None
@@ -331,6 +341,7 @@ def _renamed_to(tokens: list[str], words: list[str], i: int) -> list[str]:
 
 
 def _name(token: str) -> str:
-    if token.startswith("`"):
-        return token[1:-1].replace("``", "`")
+    quote = token[:1]
+    if quote in ("`", '"'):  # "name" is a name in ANSI_QUOTES mode, else refused
+        return token[1:-1].replace(quote * 2, quote)
     return token
