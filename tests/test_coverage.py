@@ -16,7 +16,7 @@ the assertions compare per case, so each check keeps its meaning:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -575,6 +575,19 @@ def _mariadb() -> list[Case]:
 
 
 CASES = {"sqlite": _sqlite(), "postgresql": _postgresql(), "mariadb": _mariadb()}
+
+
+def every_statement(backend: str) -> Iterator[str]:
+    """Every case's statements in an order that runs: each base, each change, then each
+    undo from the last case to the first (every kind made, changed and changed back)."""
+    cases = CASES[backend]
+    for c in cases:
+        yield from c.base
+    for c in cases:
+        yield from c.change
+    for c in reversed(cases):
+        yield from c.undo
+
 
 # Changes that are not schema changes, per backend: they must leave both drift modes silent.
 NOT_SCHEMA = {

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from test_coverage import CASES
+from test_coverage import every_statement as coverage_statements
 
 from rung.dialects import dialect_named
 from rung.dialects import postgresql_catalog as q
@@ -49,13 +49,7 @@ RENAMES = (
 
 
 def every_statement() -> Iterator[str]:
-    cases = CASES["postgresql"]
-    for c in cases:
-        yield from c.base
-    for c in cases:
-        yield from c.change
-    for c in reversed(cases):
-        yield from c.undo
+    yield from coverage_statements("postgresql")
     yield from RENAMES
 
 

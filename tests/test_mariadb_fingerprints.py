@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from test_coverage import CASES
+from test_coverage import every_statement as coverage_statements
 
 from rung.dialects import mysql_changes as changes
 
@@ -57,13 +57,7 @@ RENAMES = (
 
 
 def every_statement() -> Iterator[str]:
-    cases = CASES["mariadb"]
-    for c in cases:
-        yield from c.base
-    for c in cases:
-        yield from c.change
-    for c in reversed(cases):
-        yield from c.undo
+    yield from coverage_statements("mariadb")
     yield from RENAMES
 
 
