@@ -13,8 +13,11 @@ an executable comment, a statement that is not one) reads everything again.
 
 A changed table is read again together with the tables whose foreign keys name it (a
 renamed column or table renames their references) and every view (a view's columns take
-their types from its tables). Each table's rows are one part of the fingerprint, whose
-digest is added to a running sum, so a step costs what it changed, not the schema's size.
+their types from its tables and the functions it calls). Each table's rows are one part of
+the fingerprint, whose digest is added to a running sum, so a step costs what it changed,
+not the schema's size. A statement sent on the driver's own connection is not seen; the
+session's count of DDL statements, read with the tables, tells it was sent, and
+everything is read again.
 """
 
 from __future__ import annotations
