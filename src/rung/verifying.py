@@ -11,10 +11,11 @@ lock for the whole verify, so verify proves the path production runs, not a look
 
 Cost: after each step the schema is *fingerprinted* (``Dialect.fingerprints``: the
 schema's text on SQLite; on PostgreSQL the catalog rows changed since the last one and the
-relations they belong to; on MariaDB and MySQL the reader's rows without the snapshot built
-from them), not read; equal fingerprints mean equal snapshots. Only when two differ are both
-sides read in full, the expected one from a *reference* scratch database that only ever
-runs ``up``, in registry order (the real sequence), made and advanced as it is needed.
+relations they belong to; on MariaDB the tables the statements since the last one name; on
+MySQL the reader's rows without the snapshot built from them), not read; equal
+fingerprints mean equal snapshots. Only when two differ are both sides read in full, the
+expected one from a *reference* scratch database that only ever runs ``up``, in registry
+order (the real sequence), made and advanced as it is needed.
 Each round trip runs over a history holding only its migration's row (``forget``): a run
 reads the whole history before each batch.
 

@@ -94,7 +94,7 @@ _DATABASE = sa.text(
 )
 
 
-def parts_query(names: Sequence[str] | None) -> sa.TextClause:
+def _parts_query(names: Sequence[str] | None) -> sa.TextClause:
     """Every row of the tables ``names`` (None: of every table) as (table, kind, JSON).
     Each table is asked by an equality on its name, which MariaDB looks up without opening
     any other table (it does not for ``IN``)."""
@@ -143,7 +143,7 @@ class Fingerprints:
         tables, routines = touched
         names = self._around(tables) if tables or routines else []
         ddl = self._read(conn, names)
-        if ddl - self.ddl > ddl_statements(sent):  # DDL sent around SQLAlchemy
+        if ddl - self.ddl > _ddl_statements(sent):  # DDL sent around SQLAlchemy
             return self._read_all(conn)
         self.ddl, self.last_read = ddl, names
         if routines:
@@ -214,7 +214,7 @@ def _rows_by_table(
     definition among them; and the session's count of DDL statements run."""
     by_table: dict[str, list[tuple[str, str]]] = {n: [] for n in names or ()}
     sequences, ddl = [], 0
-    for table, kind, row in mysql_schema.checked_rows(conn, parts_query(names)):
+    for table, kind, row in mysql_schema.checked_rows(conn, _parts_query(names)):
         if kind == _DDL:
             ddl = int(row)
             continue
@@ -252,7 +252,7 @@ def changed_by(statements: Iterable[str]) -> tuple[set[str], bool] | None:
     return tables, routines
 
 
-def ddl_statements(statements: Iterable[str]) -> int:
+def _ddl_statements(statements: Iterable[str]) -> int:
     """How many of ``statements`` are ``CREATE``, ``ALTER``, ``DROP`` or ``RENAME``."""
     return sum(_tokens(s)[:1] in (["CREATE"], ["ALTER"], ["DROP"], ["RENAME"]) for s in statements)
 
